@@ -1,0 +1,102 @@
+"""Helpers every `fleet` command uses: settings from flags + env, finding the broker of a
+running `fleet up`, running a coroutine, and printing tables or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from shared.errors import ConfigError
+from shared.settings import Settings
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "echo_json",
+    "echo_table",
+    "make_settings",
+    "read_up_state",
+    "resolve_broker",
+    "run",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with every flag that was given (not ``None``) on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid setting: {exc}") from None
+
+
+def read_up_state(home: Path) -> dict[str, Any] | None:
+    """The state file of a live `fleet up` under ``home``, or ``None``."""
+    path = home / "up.json"
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve_broker(settings: Settings) -> Settings:
+    """``settings`` with ``redis_url`` filled from a running `fleet up` when unset."""
+    if settings.redis_url:
+        return settings
+    state = read_up_state(settings.home)
+    if state and state.get("redis_url"):
+        return settings.model_copy(update={"redis_url": state["redis_url"]})
+    raise click.UsageError(
+        "no broker: set FLEET_REDIS_URL / --redis-url, or start `fleet up` in another terminal"
+    )
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; a ConfigError becomes a usage error (exit 2)."""
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def echo_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(c) for c in headers], *([("" if c is None else str(c)) for c in r] for r in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,47 @@
+"""`fleet config`: every setting with its env variable, default and meaning."""
+
+from __future__ import annotations
+
+import click
+from pydantic_core import PydanticUndefined
+
+from shared.cli.common import echo_json, echo_table, make_settings
+from shared.settings import Settings
+
+__all__ = ["config", "settings_rows"]
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    """(env variable, default, meaning) for every field of :class:`Settings`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        env = f"FLEET_{name.upper()}"
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        if choices:
+            env = " / ".join(str(c) for c in choices)
+        if field.default_factory is not None:
+            default = {"home": "~/.fleet", "consumer_name": "hostname"}.get(name, "(computed)")
+        elif field.default is PydanticUndefined or field.default is None:
+            default = "unset"
+        else:
+            default = str(field.default)
+        rows.append((env, default, field.description or ""))
+    return rows
+
+
+@click.command()
+@click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
+@click.option("--effective", is_flag=True, help="Print the values in force here, as JSON.")
+def config(markdown: bool, effective: bool) -> None:
+    """List every FLEET_* setting with its default and meaning."""
+    if effective:
+        echo_json(make_settings().model_dump(mode="json"))
+        return
+    rows = settings_rows()
+    if markdown:
+        click.echo("| variable | default | meaning |\n|---|---|---|")
+        for env, default, meaning in rows:
+            click.echo(f"| `{env}` | `{default}` | {meaning} |")
+        return
+    echo_table(rows, ["variable", "default", "meaning"])

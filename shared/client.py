@@ -1,0 +1,217 @@
+"""The orchestrator-facing client: publish execution requests, await their results.
+
+::
+
+    async with FleetClient("redis://localhost:6379") as fleet:
+        execution_id = await fleet.publish("slack/send-message", {"channel": "#ops", ...})
+        result = await fleet.invoke("system/echo", {"hello": "world"}, timeout=10)
+        assert result.status == "completed"
+
+One results reader per client serves every waiter: it ``XREAD``s ``functions.results`` from the
+position the stream had when the client opened, and resolves the waiter whose execution id the
+result names. Requests are routed to their domain's topic by the function table (the registry,
+from the registry issue on); functions every domain serves (``system/*``) go to
+``DEFAULT_DIAGNOSTIC_DOMAIN`` unless a domain is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Self
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+
+from shared.contract import ExecutionResult
+from shared.domains import DOMAINS, get_domain
+from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
+from shared.functions import BUILTINS, FunctionTable
+from shared.runtime.envelope import encode_request
+from shared.settings import Settings
+from shared.transports.redis_streams import connect, redis_errors_as_transport
+
+__all__ = ["DEFAULT_DIAGNOSTIC_DOMAIN", "FleetClient"]
+
+log = structlog.get_logger("fleet.client")
+
+DEFAULT_DIAGNOSTIC_DOMAIN = DOMAINS[0].name
+_READ_BLOCK_MS = 1000
+_READ_COUNT = 1000
+
+
+class FleetClient:
+    """Publish requests and await results over Redis Streams.
+
+    Parameters:
+        redis_url: the broker (``FLEET_REDIS_URL``); or pass ``redis`` (not closed by us).
+        settings: topic names (defaults from the environment).
+        source: the CloudEvent ``source`` of requests (who is asking).
+        functions: the routing table (built-ins by default).
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        redis: Redis | None = None,
+        settings: Settings | None = None,
+        source: str = "fleet-client",
+        functions: FunctionTable = BUILTINS,
+    ) -> None:
+        self.settings = settings or Settings()
+        url = redis_url or self.settings.redis_url
+        if redis is None and url is None:
+            raise ConfigError("no broker: pass redis_url, set FLEET_REDIS_URL, or start `fleet up`")
+        self._redis = redis if redis is not None else connect(url or "")
+        self._owns_redis = redis is None
+        self.source = source
+        self.functions = functions
+        self._waiters: dict[str, asyncio.Future[ExecutionResult]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._position: str | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Note where the results stream ends now; results after it reach waiters."""
+        if self._position is not None:
+            return
+        async with redis_errors_as_transport("reading the results stream"):
+            last = await self._redis.xrevrange(self.settings.results_topic, count=1)
+        self._position = last[0][0].decode() if last else "0-0"
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for future in self._waiters.values():
+            future.cancel()
+        self._waiters.clear()
+        if self._owns_redis:
+            await self._redis.aclose()
+
+    # ------------------------------------------------------------------ routing
+    def topic_for(self, slug: str, domain: str | None = None) -> str:
+        """The request topic for ``slug`` (``domain`` overrides the table)."""
+        if domain is not None:
+            return self.settings.topic_for(get_domain(domain).name)
+        spec = self.functions.get(slug)
+        if spec is None:
+            raise UnknownFunction(f"no function {slug!r} to route; pass a domain", slug=slug)
+        return self.settings.topic_for(spec.domain or DEFAULT_DIAGNOSTIC_DOMAIN)
+
+    # ------------------------------------------------------------------ publish
+    async def publish(
+        self,
+        slug: str,
+        input: dict[str, Any] | None = None,
+        *,
+        domain: str | None = None,
+        execution_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        workflow_execution_id: str | None = None,
+        node_id: str | None = None,
+        timeout_seconds: float | None = None,
+        traceparent: str | None = None,
+    ) -> str:
+        """Publish one request; returns its execution id (generated unless given)."""
+        topic = self.topic_for(slug, domain)
+        execution_id, body = encode_request(
+            function=slug,
+            input=input or {},
+            execution_id=execution_id,
+            source=self.source,
+            context=context,
+            workflow_execution_id=workflow_execution_id,
+            node_id=node_id,
+            timeout_seconds=timeout_seconds,
+            traceparent=traceparent,
+        )
+        async with redis_errors_as_transport(f"publishing to {topic}"):
+            await self._redis.xadd(topic, {"data": body, "metadata": b"{}"})
+        return execution_id
+
+    async def invoke(
+        self,
+        slug: str,
+        input: dict[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        **options: Any,
+    ) -> ExecutionResult:
+        """Publish and wait up to ``timeout`` seconds for the result.
+
+        Raises :class:`~shared.errors.ExecutionTimeout` if no result arrives in time (the
+        request may still run: its execution id is in the exception).
+        """
+        await self.open()
+        execution_id = options.pop("execution_id", None)
+        future = self._waiter(execution_id) if execution_id else None
+        execution_id = await self.publish(slug, input, execution_id=execution_id, **options)
+        if future is None:
+            future = self._waiter(execution_id)
+        return await self._await(execution_id, future, timeout)
+
+    async def wait(self, execution_id: str, timeout: float = 30.0) -> ExecutionResult:
+        """Wait for the result of a request published after this client opened."""
+        await self.open()
+        return await self._await(execution_id, self._waiter(execution_id), timeout)
+
+    def _waiter(self, execution_id: str) -> asyncio.Future[ExecutionResult]:
+        future = self._waiters.get(execution_id)
+        if future is None:
+            future = self._waiters[execution_id] = asyncio.get_running_loop().create_future()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_results(), name="fleet-results-reader")
+        return future
+
+    async def _await(
+        self, execution_id: str, future: asyncio.Future[ExecutionResult], timeout: float
+    ) -> ExecutionResult:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise ExecutionTimeout(
+                f"no result for {execution_id} within {timeout:g}s", execution_id=execution_id
+            ) from None
+        finally:
+            self._waiters.pop(execution_id, None)
+
+    async def _read_results(self) -> None:
+        topic = self.settings.results_topic
+        position = self._position or "0-0"
+        delay = 0.1
+        while self._waiters:
+            try:
+                response = await self._redis.xread({topic: position}, count=_READ_COUNT, block=_READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("results reader failed; retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            delay = 0.1
+            for _, entries in response or ():
+                for entry_id, fields in entries:
+                    position = entry_id.decode()
+                    self._deliver(fields.get(b"data", b""))
+            self._position = position
+
+    def _deliver(self, body: bytes) -> None:
+        try:
+            event = orjson.loads(body)
+            execution_id = event.get("executionid") or event["data"]["execution_id"]
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            return
+        future = self._waiters.get(execution_id)
+        if future is not None and not future.done():
+            future.set_result(ExecutionResult.model_validate(event["data"]))

@@ -1,0 +1,163 @@
+"""Built-in functions: how a typed Python coroutine becomes something a worker can run.
+
+A built-in is declared with :func:`builtin`::
+
+    class EchoInput(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    @builtin("system/echo", domain=None, input_model=EchoInput)
+    async def echo(data: EchoInput, ctx: ExecutionContext) -> dict[str, Any]:
+        return data.model_dump()
+
+``domain=None`` means every domain worker serves it (the diagnostics). The in-code table
+(:data:`BUILTINS`) is what the client routes by until the registry issue replaces it with the
+database; the runtime only sees the :class:`FunctionResolver` protocol, so that swap is local.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from shared.errors import ConfigError
+
+__all__ = [
+    "BUILTINS",
+    "ExecutionContext",
+    "FunctionResolver",
+    "FunctionSpec",
+    "FunctionTable",
+    "Handler",
+    "builtin",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionContext:
+    """What a handler may know about the execution it serves."""
+
+    execution_id: str
+    function: str
+    attempt: int
+    domain: str
+    workflow_execution_id: str | None = None
+    node_id: str | None = None
+    context: dict[str, Any] | None = None
+
+
+class Handler(Protocol):
+    """A built-in's coroutine: validated input in, JSON-serialisable output out.
+
+    Raise :class:`shared.errors.ExecutionFailed` to fail with a stable code, or
+    :class:`shared.errors.Retry` to have the delivery redelivered; anything else raised
+    becomes ``handler_error``.
+    """
+
+    def __call__(self, data: Any, ctx: ExecutionContext, /) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionSpec:
+    """A function a worker can run.
+
+    Parameters:
+        slug: ``<plugin>/<action>``, unique.
+        domain: the domain whose worker runs it; ``None`` = every domain (diagnostics).
+        handler: the coroutine (built-ins).
+        input_model: pydantic model the raw input is validated into; ``None`` passes the dict.
+        output_model: pydantic model of the output, for the registry's ``output_schema``.
+        timeout_seconds: the function's own limit (the request may only lower it).
+    """
+
+    slug: str
+    name: str
+    description: str
+    domain: str | None
+    handler: Handler
+    input_model: type[BaseModel] | None = None
+    output_model: type[BaseModel] | None = None
+    timeout_seconds: float | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def serves(self, domain: str) -> bool:
+        return self.domain is None or self.domain == domain
+
+
+class FunctionResolver(Protocol):
+    """Looks a function up by slug for the runtime (the in-code table now, the registry later)."""
+
+    async def resolve(self, slug: str) -> FunctionSpec | None: ...
+
+
+class FunctionTable:
+    """An in-memory table of :class:`FunctionSpec` keyed by slug; also a :class:`FunctionResolver`."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, FunctionSpec] = {}
+
+    def add(self, spec: FunctionSpec) -> None:
+        existing = self._specs.get(spec.slug)
+        if existing is not None and existing.handler is not spec.handler:
+            raise ConfigError(f"function {spec.slug!r} is declared twice")
+        self._specs[spec.slug] = spec
+
+    def get(self, slug: str) -> FunctionSpec | None:
+        return self._specs.get(slug)
+
+    async def resolve(self, slug: str) -> FunctionSpec | None:
+        return self._specs.get(slug)
+
+    def for_domain(self, domain: str) -> list[FunctionSpec]:
+        return [s for s in self._specs.values() if s.serves(domain)]
+
+    def __iter__(self) -> Iterator[FunctionSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.slug))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, slug: object) -> bool:
+        return slug in self._specs
+
+
+#: Every built-in declared with :func:`builtin`.
+BUILTINS = FunctionTable()
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def builtin(
+    slug: str,
+    *,
+    domain: str | None,
+    name: str | None = None,
+    description: str = "",
+    input_model: type[BaseModel] | None = None,
+    output_model: type[BaseModel] | None = None,
+    timeout_seconds: float | None = None,
+    table: FunctionTable = BUILTINS,
+) -> Callable[[H], H]:
+    """Register the decorated coroutine as the built-in ``slug`` (see module docstring)."""
+    if "/" not in slug:
+        raise ConfigError(f"slug {slug!r} must look like '<plugin>/<action>'")
+
+    def register(handler: H) -> H:
+        doc = (handler.__doc__ or "").strip().splitlines()
+        table.add(
+            FunctionSpec(
+                slug=slug,
+                name=name or slug.split("/", 1)[1].replace("-", " ").title(),
+                description=description or (doc[0] if doc else ""),
+                domain=domain,
+                handler=handler,
+                input_model=input_model,
+                output_model=output_model,
+                timeout_seconds=timeout_seconds,
+            )
+        )
+        return handler
+
+    return register

@@ -1,0 +1,200 @@
+"""Cross-cutting concerns around a function call, as an onion of middleware.
+
+Each middleware is an async callable ``(call, call_next) -> output``: it may look at or change
+the :class:`Call`, run code before and after ``await call_next(call)``, turn exceptions into
+other exceptions, or answer without calling the next layer (idempotency does, from the
+registry issue on). The chain is composed once per worker, not per message.
+
+Order (outermost first) of :func:`default_middleware`: metrics → logging → input validation →
+timeout → handler. Later issues add history/idempotency, templates, schema validation and
+credentials in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import ControlSignal, ExecutionFailed, ExecutionTimeout, InvalidInput
+from shared.functions import ExecutionContext, FunctionSpec
+from shared.runtime.envelope import RequestEvent, violations
+from shared.runtime.metrics import Metrics
+
+__all__ = [
+    "Call",
+    "CallNext",
+    "InputValidationMiddleware",
+    "LoggingMiddleware",
+    "MetricsMiddleware",
+    "Middleware",
+    "TimeoutMiddleware",
+    "compose",
+    "default_middleware",
+]
+
+
+@dataclass(slots=True)
+class Call:
+    """One execution on its way through the middleware chain.
+
+    ``input`` starts as the request's raw input dict; middleware may replace it (templates
+    resolve it, validation turns it into the function's input model). ``timeout`` is the
+    effective limit in seconds. ``state`` is scratch space for middleware to share facts.
+    """
+
+    event: RequestEvent
+    spec: FunctionSpec
+    ctx: ExecutionContext
+    input: Any
+    timeout: float
+    started_monotonic: float
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+CallNext = Callable[[Call], Awaitable[Any]]
+
+
+class Middleware(Protocol):
+    async def __call__(self, call: Call, call_next: CallNext, /) -> Any: ...
+
+
+async def _run_handler(call: Call) -> Any:
+    output = await call.spec.handler(call.input, call.ctx)
+    if isinstance(output, BaseModel):
+        return output.model_dump(mode="json")
+    return output
+
+
+def compose(middleware: Sequence[Middleware]) -> CallNext:
+    """Fold ``middleware`` (outermost first) around the handler call into one callable."""
+    call_next: CallNext = _run_handler
+    for layer in reversed(middleware):
+        call_next = _bind(layer, call_next)
+    return call_next
+
+
+def _bind(layer: Middleware, call_next: CallNext) -> CallNext:
+    async def bound(call: Call) -> Any:
+        return await layer(call, call_next)
+
+    return bound
+
+
+class TimeoutMiddleware:
+    """Runs the rest of the chain under ``call.timeout``; overrun fails with ``timeout``."""
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Any:
+        try:
+            async with asyncio.timeout(call.timeout):
+                return await call_next(call)
+        except TimeoutError:
+            raise ExecutionTimeout(
+                f"{call.spec.slug} did not finish within {call.timeout:g}s",
+                details={"timeout_seconds": call.timeout},
+            ) from None
+
+
+class InputValidationMiddleware:
+    """Validates the input into the function's pydantic model (``invalid_input`` with every
+    violation as ``{path, message}``). Functions without a model get the dict as it is."""
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Any:
+        model = call.spec.input_model
+        if model is not None and not isinstance(call.input, model):
+            try:
+                call.input = model.model_validate(call.input)
+            except ValidationError as exc:
+                raise InvalidInput(
+                    f"input does not match {call.spec.slug}'s schema",
+                    details=violations(exc),
+                ) from None
+        return await call_next(call)
+
+
+class LoggingMiddleware:
+    """One log line per failed execution (``info``) and per completion (``debug``).
+
+    Control signals (retry/drop) are logged as what they are, never as errors; unexpected
+    exceptions are logged with their traceback here, once, before the runtime turns them into
+    ``handler_error``.
+    """
+
+    def __init__(self, logger: Any = None) -> None:
+        self._log = logger or structlog.get_logger("fleet.execution")
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Any:
+        try:
+            output = await call_next(call)
+        except ExecutionFailed as exc:
+            self._log.info(
+                "execution failed",
+                execution_id=call.ctx.execution_id,
+                function=call.spec.slug,
+                code=str(exc.code),
+                error=exc.message,
+                attempt=call.ctx.attempt,
+            )
+            raise
+        except ControlSignal as signal:
+            self._log.info(
+                "execution deferred",
+                execution_id=call.ctx.execution_id,
+                function=call.spec.slug,
+                signal=type(signal).__name__,
+                reason=str(signal),
+                attempt=call.ctx.attempt,
+            )
+            raise
+        except Exception:
+            self._log.exception(
+                "handler raised", execution_id=call.ctx.execution_id, function=call.spec.slug
+            )
+            raise
+        self._log.debug(
+            "execution completed",
+            execution_id=call.ctx.execution_id,
+            function=call.spec.slug,
+            duration_ms=round((time.monotonic() - call.started_monotonic) * 1000, 3),
+        )
+        return output
+
+
+class MetricsMiddleware:
+    """Counts executions by function and outcome and observes their duration."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Any:
+        outcome = "completed"
+        try:
+            return await call_next(call)
+        except ExecutionFailed as exc:
+            outcome = str(exc.code)
+            raise
+        except ControlSignal as signal:
+            outcome = type(signal).__name__.lower()
+            raise
+        except BaseException:
+            outcome = "handler_error"
+            raise
+        finally:
+            self._metrics.observe_execution(
+                call.spec.slug, outcome, time.monotonic() - call.started_monotonic
+            )
+
+
+def default_middleware(metrics: Metrics) -> list[Middleware]:
+    """The chain every worker runs unless told otherwise (outermost first)."""
+    return [
+        MetricsMiddleware(metrics),
+        LoggingMiddleware(),
+        InputValidationMiddleware(),
+        TimeoutMiddleware(),
+    ]

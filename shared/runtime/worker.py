@@ -1,0 +1,462 @@
+"""The consume loop: one per worker process, the same for every transport.
+
+``receive → decode → resolve → middleware chain → result → settle (publish, then ack)``
+
+Invariants (each has a test):
+
+* the loop never dies of one message: a handler exception becomes a failed result, a bug in
+  the runtime itself becomes a RETRY of that delivery, and infrastructure errors (broker down,
+  publish failing) are logged, backed off and retried while the loop keeps running;
+* at most ``concurrency`` deliveries are held at once, from receipt until their settlement is
+  accepted by the transport (so a broker that cannot take acks also stops intake);
+* nothing is acknowledged that was not answered: a delivery is acked only by the transport's
+  ``settle``, after its result was published;
+* shutdown (:meth:`Worker.stop`, wired to SIGTERM/SIGINT) stops intake, lets in-flight work
+  finish within ``shutdown_timeout``, settles it, and leaves whatever is unfinished pending
+  for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from shared.contract import ErrorCode
+from shared.errors import (
+    Drop,
+    ExecutionFailed,
+    InfrastructureError,
+    InvalidEvent,
+    PayloadTooLarge,
+    Retry,
+    UndecodableEvent,
+    UnknownFunction,
+    WrongDomain,
+)
+from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
+from shared.runtime.envelope import RequestEvent, decode_request, encode_result, peek_id, utc_now_iso
+from shared.runtime.metrics import Metrics
+from shared.runtime.middleware import Call, Middleware, compose, default_middleware
+from shared.settings import Settings
+from shared.transports.base import Delivery, Outcome, Settlement, Transport
+
+__all__ = ["Backoff", "Worker", "WorkerState", "run_until_signalled"]
+
+log = structlog.get_logger("fleet.worker")
+
+#: Backoff after an infrastructure error: first delay, cap, multiplier (with ±50 % jitter).
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 5.0
+BACKOFF_FACTOR = 2.0
+#: Longest message text kept from an unexpected handler exception.
+MAX_ERROR_MESSAGE = 1000
+
+
+class Backoff:
+    """Exponential backoff with jitter; :meth:`reset` after a success."""
+
+    def __init__(
+        self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX, factor: float = BACKOFF_FACTOR
+    ) -> None:
+        self._initial, self._max, self._factor = initial, maximum, factor
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._max, self._next * self._factor)
+        return delay * random.uniform(0.5, 1.5)
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class WorkerState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Worker:
+    """Runs one domain's functions from one transport.
+
+    Parameters:
+        domain: the domain served (functions of other domains fail ``wrong_domain``).
+        transport: where deliveries come from and settlements go (see ``shared.transports``).
+        settings: concurrency, batch size, limits, shutdown timeout, names.
+        resolver: looks functions up by slug (the in-code built-ins by default).
+        middleware: the chain around each call, outermost first (:func:`default_middleware`).
+        metrics: counters shared with ``/metrics`` and the benchmark.
+    """
+
+    def __init__(
+        self,
+        *,
+        domain: str,
+        transport: Transport,
+        settings: Settings,
+        resolver: FunctionResolver = BUILTINS,
+        middleware: Sequence[Middleware] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.domain = domain
+        self.transport = transport
+        self.settings = settings
+        self.resolver = resolver
+        self.metrics = metrics or Metrics()
+        self.name = f"{settings.group_for(domain)}/{settings.consumer_name}"
+        self._chain = compose(middleware if middleware is not None else default_middleware(self.metrics))
+        self._concurrency = settings.concurrency
+        self._batch_size = settings.batch_size
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._held = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._settle_queue: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._abandon_settling = False
+        self.state = WorkerState.NEW
+        #: set once the transport is open and the loop is taking deliveries.
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """Ask the worker to drain and stop; safe to call from a signal handler, twice."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def held(self) -> int:
+        """Deliveries received and not yet settled."""
+        return self._held
+
+    async def run(self) -> None:
+        """Open the transport, consume until :meth:`stop`, then drain and close."""
+        if self.state is not WorkerState.NEW:
+            raise RuntimeError("a Worker runs once")
+        self.state = WorkerState.STARTING
+        settler: asyncio.Task[None] | None = None
+        try:
+            if not await self._open():
+                return
+            settler = asyncio.create_task(self._settle_loop(), name="fleet-settle")
+            self.state = WorkerState.RUNNING
+            self.ready.set()
+            log.info("worker started", worker=self.name, domain=self.domain, transport=self.transport.name)
+            await self._intake_loop()
+        finally:
+            await self._drain(settler)
+
+    async def _open(self) -> bool:
+        backoff = Backoff()
+        while not self.stopping:
+            try:
+                await self.transport.open()
+                return True
+            except InfrastructureError as exc:
+                self.metrics.infra_errors += 1
+                delay = backoff.next()
+                log.warning("transport not reachable; retrying", error=str(exc), retry_in=round(delay, 2))
+                await self._sleep(delay)
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep that ends early when the worker is stopped."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ intake
+    async def _intake_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stopping:
+            free = min(self._concurrency - self._held, self._batch_size)
+            if free <= 0:
+                # No await between computing `free` and clear(): no wake-up can be lost.
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                batch = await self.transport.receive(free)
+            except InfrastructureError as exc:
+                self.metrics.infra_errors += 1
+                delay = backoff.next()
+                log.warning("receive failed; backing off", error=str(exc), retry_in=round(delay, 2))
+                await self._sleep(delay)
+                continue
+            except Exception:
+                self.metrics.infra_errors += 1
+                delay = backoff.next()
+                log.exception("receive raised unexpectedly; backing off", retry_in=round(delay, 2))
+                await self._sleep(delay)
+                continue
+            backoff.reset()
+            for delivery in batch:
+                self._held += 1
+                task = asyncio.create_task(self._handle(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._reap)
+            self.metrics.in_flight = self._held
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            # Cancelled at the drain deadline: never settled, so it stays pending.
+            self._held -= 1
+            return
+        # `_handle` never raises; if it did, surface the bug instead of losing it (arq's reaper).
+        exc = task.exception()
+        if exc is not None:
+            log.error("runtime bug: delivery task raised", error=repr(exc))
+            self._held -= 1
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            settlement = await self._process(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("runtime error while processing; will be redelivered", message_id=delivery.message_id)
+            settlement = Settlement(delivery, Outcome.RETRY, reason=f"runtime error: {exc!r}")
+        self._settle_queue.put_nowait(settlement)
+
+    # ------------------------------------------------------------------ processing
+    async def _process(self, delivery: Delivery) -> Settlement:
+        started_at = utc_now_iso()
+        started = time.monotonic()
+        body = delivery.body
+        if len(body) > self.settings.max_payload_bytes:
+            execution_id = peek_id(body)
+            exc = PayloadTooLarge(
+                f"event is {len(body)} bytes; the limit is {self.settings.max_payload_bytes}",
+                details={"size": len(body), "limit": self.settings.max_payload_bytes},
+            )
+            if execution_id is None:
+                return Settlement(delivery, Outcome.DROP, reason=f"{exc.code}: {exc.message}")
+            return self._failed(delivery, execution_id, "", None, exc, started_at, started)
+        try:
+            event = decode_request(body)
+        except UndecodableEvent as exc:
+            log.warning("undecodable delivery dropped", message_id=delivery.message_id, error=exc.message)
+            return Settlement(delivery, Outcome.DROP, reason=f"{ErrorCode.INVALID_EVENT}: {exc.message}")
+        except InvalidEvent as exc:
+            assert exc.execution_id is not None
+            return self._failed(delivery, exc.execution_id, exc.slug or "", None, exc, started_at, started)
+
+        if delivery.delivery_count > self.settings.max_deliveries:
+            return self._exhausted(delivery, event, delivery.last_error, started_at, started)
+
+        slug = event.function
+        try:
+            spec = await self._resolve(slug)
+        except ExecutionFailed as exc:
+            return self._failed(delivery, event.id, slug, event, exc, started_at, started)
+
+        call = Call(
+            event=event,
+            spec=spec,
+            ctx=ExecutionContext(
+                execution_id=event.id,
+                function=slug,
+                attempt=delivery.delivery_count,
+                domain=self.domain,
+                workflow_execution_id=event.data.workflow_execution_id,
+                node_id=event.data.node_id,
+                context=event.data.context,
+            ),
+            input=event.data.input,
+            timeout=self._timeout_for(spec, event),
+            started_monotonic=started,
+        )
+        try:
+            output = await self._chain(call)
+        except Retry as signal_:
+            if delivery.delivery_count >= self.settings.max_deliveries:
+                return self._exhausted(delivery, event, signal_.reason, started_at, started)
+            return Settlement(delivery, Outcome.RETRY, reason=signal_.reason)
+        except Drop as signal_:
+            exc = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
+            settlement = self._failed(delivery, event.id, slug, event, exc, started_at, started)
+            settlement.outcome, settlement.reason = Outcome.DROP, signal_.reason
+            return settlement
+        except ExecutionFailed as exc:
+            return self._failed(delivery, event.id, slug, event, exc, started_at, started)
+        except Exception as exc:  # a handler bug: a failed result, never a dead worker
+            message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
+            failure = ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR)
+            return self._failed(delivery, event.id, slug, event, failure, started_at, started)
+
+        data = self._result_data(event.id, slug, delivery, started_at, started, "completed")
+        data["output"] = output
+        try:
+            result = self._encode(event, slug, data)
+        except TypeError as exc:
+            failure = ExecutionFailed(f"output is not JSON-serialisable: {exc}", code=ErrorCode.HANDLER_ERROR)
+            return self._failed(delivery, event.id, slug, event, failure, started_at, started)
+        return Settlement(delivery, Outcome.ACK, result=result)
+
+    async def _resolve(self, slug: str) -> FunctionSpec:
+        spec = await self.resolver.resolve(slug)
+        if spec is None:
+            raise UnknownFunction(f"no function {slug!r}", slug=slug)
+        if not spec.serves(self.domain):
+            raise WrongDomain(
+                f"{slug!r} belongs to domain {spec.domain!r}, not {self.domain!r}",
+                details={"domain": spec.domain, "topic": self.settings.topic_for(spec.domain or "")},
+                slug=slug,
+            )
+        return spec
+
+    def _timeout_for(self, spec: FunctionSpec, event: RequestEvent) -> float:
+        limit = spec.timeout_seconds or self.settings.default_timeout_seconds
+        requested = event.data.timeout_seconds
+        return min(limit, requested) if requested else limit
+
+    def _result_data(
+        self, execution_id: str, slug: str, delivery: Delivery, started_at: str, started: float, status: str
+    ) -> dict[str, Any]:
+        return {
+            "execution_id": execution_id,
+            "function": slug,
+            "status": status,
+            "attempt": delivery.delivery_count,
+            "started_at": started_at,
+            "completed_at": utc_now_iso(),
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "worker": self.name,
+        }
+
+    def _encode(self, event: RequestEvent | None, slug: str, data: dict[str, Any]) -> bytes:
+        return encode_result(
+            request_id=data["execution_id"],
+            function=slug,
+            domain=self.domain,
+            data=data,
+            traceparent=event.traceparent if event else None,
+            tracestate=event.tracestate if event else None,
+        )
+
+    def _failed(
+        self,
+        delivery: Delivery,
+        execution_id: str,
+        slug: str,
+        event: RequestEvent | None,
+        exc: ExecutionFailed,
+        started_at: str,
+        started: float,
+    ) -> Settlement:
+        data = self._result_data(execution_id, slug, delivery, started_at, started, "failed")
+        data["error"] = exc.to_error()
+        try:
+            result = self._encode(event, slug, data)
+        except TypeError:
+            data["error"].pop("details", None)
+            result = self._encode(event, slug, data)
+        return Settlement(delivery, Outcome.ACK, result=result, reason=str(exc.code))
+
+    def _exhausted(
+        self, delivery: Delivery, event: RequestEvent, last_error: str | None, started_at: str, started: float
+    ) -> Settlement:
+        deliveries = delivery.delivery_count
+        exc = ExecutionFailed(
+            f"not answered after {deliveries} deliveries; moved to the dead-letter topic",
+            code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
+            details={"deliveries": deliveries, "last_error": last_error},
+        )
+        settlement = self._failed(delivery, event.id, event.function, event, exc, started_at, started)
+        settlement.outcome = Outcome.DROP
+        settlement.reason = f"{ErrorCode.MAX_DELIVERIES_EXCEEDED}: {last_error or 'unknown'}"
+        return settlement
+
+    # ------------------------------------------------------------------ settling
+    async def _settle_loop(self) -> None:
+        queue = self._settle_queue
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            await self._settle(batch)
+            self._held -= len(batch)
+            self.metrics.in_flight = self._held
+            for settlement in batch:
+                self.metrics.count_delivery(settlement.outcome.value)
+                queue.task_done()
+            self._wake.set()
+
+    async def _settle(self, batch: list[Settlement]) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.transport.settle(batch)
+                return
+            except Exception as exc:  # infrastructure, or a transport bug: never ack, retry
+                self.metrics.infra_errors += 1
+                if self._abandon_settling:
+                    log.error(
+                        "settling abandoned at shutdown; deliveries stay pending for redelivery",
+                        count=len(batch),
+                        error=str(exc),
+                    )
+                    return
+                delay = backoff.next()
+                log.warning("settle failed; retrying", count=len(batch), error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ shutdown
+    async def _drain(self, settler: asyncio.Task[None] | None) -> None:
+        self.state = WorkerState.DRAINING
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        try:
+            await self.transport.stop_intake()
+        except Exception as exc:
+            log.warning("stop_intake failed", error=str(exc))
+        in_flight = len(self._tasks)
+        if self._tasks:
+            log.info("draining", in_flight=in_flight, timeout=self.settings.shutdown_timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                log.warning("drain deadline passed; left pending for redelivery", count=len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if settler is not None:
+            try:
+                await asyncio.wait_for(self._settle_queue.join(), max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                self._abandon_settling = True
+                log.error("results could not be settled before the deadline; left pending")
+            settler.cancel()
+            await asyncio.gather(settler, return_exceptions=True)
+        try:
+            await self.transport.close()
+        except Exception as exc:
+            log.warning("transport close failed", error=str(exc))
+        self.state = WorkerState.STOPPED
+        log.info("worker stopped", worker=self.name, drained=in_flight)
+
+
+async def run_until_signalled(worker: Worker) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT, then drain (the CLI's entry point)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+

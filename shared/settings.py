@@ -1,0 +1,148 @@
+"""Typed, immutable settings read from ``FLEET_*`` environment variables.
+
+:class:`Settings` is the one place that reads the environment (plus the three variables the
+Dapr injector sets: ``APP_PORT``, ``DAPR_HTTP_PORT``, ``DAPR_API_TOKEN``, and ``APP_API_TOKEN``).
+Every CLI flag maps onto a field here, so every flag has an env fallback. The README's
+configuration table is generated from the field descriptions (``fleet config --markdown``).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contract import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPIC_PREFIX, DLQ_SUFFIX
+
+__all__ = ["Settings", "default_home"]
+
+
+def default_home() -> Path:
+    return Path.home() / ".fleet"
+
+
+class Settings(BaseSettings):
+    """All settings of a fleet process. Frozen: build a new one with :meth:`model_copy`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEET_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="State directory: embedded broker/database data and the `fleet up` state file.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis/Valkey URL. Unset: `fleet up` starts an embedded Valkey; other "
+        "commands use the one a running `fleet up` recorded.",
+    )
+    topic_prefix: str = Field(
+        default=DEFAULT_TOPIC_PREFIX, description="Request topics are `<prefix><domain>`."
+    )
+    results_topic: str = Field(default=DEFAULT_RESULTS_TOPIC, description="Topic of results.")
+    dlq_suffix: str = Field(default=DLQ_SUFFIX, description="Dead letters go to `<topic><suffix>`.")
+    group_prefix: str = Field(
+        default="fleet-",
+        description="Consumer group (= Dapr app id) of a domain is `<prefix><domain>`.",
+    )
+    consumer_name: str = Field(
+        default_factory=socket.gethostname,
+        description="This process's consumer in its group (pod name in Kubernetes). Must be "
+        "unique among live workers of a domain; a restart under the same name resumes its "
+        "pending work at once.",
+    )
+    concurrency: int = Field(default=32, ge=1, le=10_000, description="In-flight executions per worker.")
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Entries read per XREADGROUP.")
+    block_ms: int = Field(
+        default=1000, ge=10, le=60_000, description="XREADGROUP BLOCK; also bounds how long intake takes to stop."
+    )
+    processing_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a delivered entry may sit un-acked with no heartbeat before another "
+        "consumer reclaims it (XAUTOCLAIM min-idle). Live workers heartbeat their in-flight entries.",
+    )
+    redeliver_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between reclaim/heartbeat/trim passes."
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Deliveries before a request is dead-lettered with a failed result."
+    )
+    shutdown_timeout: float = Field(
+        default=25.0,
+        ge=0,
+        description="Seconds SIGTERM waits for in-flight work; the rest stays pending for redelivery.",
+    )
+    max_payload_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request event accepted (bytes)."
+    )
+    default_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Execution timeout when neither request nor function sets one."
+    )
+    results_maxlen: int = Field(
+        default=100_000, ge=100, description="Results stream trimmed to about this many entries."
+    )
+    trim_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between trims of request streams (only answered entries)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`json` for machines, `console` for people; `auto` picks by TTY."
+    )
+    # Dapr transport
+    pubsub_name: str = Field(default="fleet-pubsub", description="Dapr pub/sub component name.")
+    app_port: int = Field(
+        default=8080,
+        validation_alias=AliasChoices("FLEET_APP_PORT", "APP_PORT"),
+        description="Port the Dapr app channel listens on (`APP_PORT`).",
+    )
+    app_host: str = Field(default="127.0.0.1", description="Address the Dapr app channel binds.")
+    dapr_http_port: int = Field(
+        default=3500,
+        validation_alias=AliasChoices("FLEET_DAPR_HTTP_PORT", "DAPR_HTTP_PORT"),
+        description="daprd HTTP port (`DAPR_HTTP_PORT`).",
+    )
+    dapr_host: str = Field(default="127.0.0.1", description="daprd address.")
+    dapr_api_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_DAPR_API_TOKEN", "DAPR_API_TOKEN"),
+        description="Token sent to daprd as `dapr-api-token` (`DAPR_API_TOKEN`).",
+    )
+    app_api_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_APP_API_TOKEN", "APP_API_TOKEN"),
+        description="Token daprd must present on deliveries (`APP_API_TOKEN`).",
+    )
+    dapr_bulk_subscribe: bool = Field(
+        default=True, description="Ask daprd for bulk deliveries (`bulkSubscribe`)."
+    )
+    dapr_ready_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for daprd's outbound health at start."
+    )
+
+    @field_validator("topic_prefix", "results_topic", "group_prefix", "consumer_name")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    # -- derived names; the manifests use the same functions so names agree everywhere --
+    def topic_for(self, domain: str) -> str:
+        return f"{self.topic_prefix}{domain}"
+
+    def dlq_for(self, topic: str) -> str:
+        return f"{topic}{self.dlq_suffix}"
+
+    def group_for(self, domain: str) -> str:
+        return f"{self.group_prefix}{domain}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "up.json"

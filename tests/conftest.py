@@ -1,0 +1,115 @@
+"""Shared fixtures: a real Redis-compatible server, isolated names per test, in-process workers.
+
+The broker is ``FLEET_TEST_REDIS_URL`` when set (CI points it at the machine's Redis 7), else an
+embedded Valkey started once per session. Each test gets its own topic prefix, results topic
+and group prefix, so tests never see each other's streams and need no FLUSHALL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from shared.assemble import create_worker
+from shared.runtime.worker import Worker
+from shared.settings import Settings
+from shared.transports.redis_streams import connect
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("FLEET_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from shared.embedded import embedded_broker
+
+    with embedded_broker(tmp_path_factory.mktemp("valkey")) as embedded_url:
+        yield embedded_url
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A unique prefix for this test's topics and groups."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def make_settings(redis_url: str, namespace: str, tmp_path: Any) -> Callable[..., Settings]:
+    """Settings for this test: isolated names, fast timings; keyword overrides on top."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "home": tmp_path / "home",
+            "topic_prefix": f"{namespace}functions.",
+            "results_topic": f"{namespace}functions.results",
+            "group_prefix": f"{namespace}fleet-",
+            "consumer_name": "test-consumer",
+            "block_ms": 100,
+            "processing_timeout": 2.0,
+            "redeliver_interval": 0.2,
+            "shutdown_timeout": 5.0,
+            "log_level": "warning",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """Run ``worker`` in the background for the block; stop and drain it after."""
+    task = asyncio.create_task(worker.run())
+    ready = asyncio.create_task(worker.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()
+        raise RuntimeError("worker stopped before it was ready")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def run_worker(settings: Settings) -> Callable[..., contextlib.AbstractAsyncContextManager[Worker]]:
+    """``async with run_worker("ai") as w:`` — an in-process Redis-transport worker."""
+
+    def factory(domain: str = "ai", worker_settings: Settings | None = None, **kwargs: Any) -> Any:
+        return running(create_worker(domain, worker_settings or settings, **kwargs))
+
+    return factory
+
+
+async def read_results(redis: Redis, topic: str, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Wait until ``topic`` holds ``expected`` entries (or time runs out); return their events."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        entries = await redis.xrange(topic)
+        if len(entries) >= expected or asyncio.get_running_loop().time() > deadline:
+            return [orjson.loads(fields[b"data"]) for _, fields in entries]
+        await asyncio.sleep(0.02)

@@ -1,0 +1,1 @@
+"""The `comms` domain worker's functions. Importing this package registers its built-ins."""

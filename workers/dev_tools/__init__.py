@@ -1,0 +1,1 @@
+"""The `dev_tools` domain worker's functions. Importing this package registers its built-ins."""

@@ -1,0 +1,1 @@
+"""The `http` domain worker's functions. Importing this package registers its built-ins."""
