@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib
 
+from shared.credentials import CredentialResolver, CredentialsMiddleware
 from shared.domains import get_domain
 from shared.errors import ConfigError
 from shared.functions import BUILTINS, FunctionResolver
+from shared.runtime.metrics import Metrics
+from shared.runtime.middleware import default_middleware
 from shared.runtime.worker import Worker
 from shared.settings import Settings
 from shared.transports.base import Transport
@@ -35,11 +38,14 @@ def create_transport(domain: str, settings: Settings, transport: str = "redis") 
 
         if not settings.redis_url:
             raise ConfigError("the redis transport needs FLEET_REDIS_URL (or a running `fleet up`)")
-        return RedisStreamsTransport(redis=connect(settings.redis_url), topic=topic, group=group, settings=settings)
+        return RedisStreamsTransport(
+            redis=connect(settings.redis_url), topic=topic, group=group, settings=settings
+        )
     if transport == "dapr":
         from shared.transports.dapr_http import DaprTransport
 
-        return DaprTransport(topic=topic, domain=name, settings=settings)
+        dapr: Transport = DaprTransport(topic=topic, domain=name, settings=settings)
+        return dapr
     raise ConfigError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
 
 
@@ -55,4 +61,15 @@ def create_worker(
     load_functions(name)
     if isinstance(transport, str):
         transport = create_transport(name, settings, transport)
-    return Worker(domain=name, transport=transport, settings=settings, resolver=resolver)
+    metrics = Metrics()
+    middleware = default_middleware(
+        metrics, before_timeout=[CredentialsMiddleware(CredentialResolver.from_settings(settings))]
+    )
+    return Worker(
+        domain=name,
+        transport=transport,
+        settings=settings,
+        resolver=resolver,
+        middleware=middleware,
+        metrics=metrics,
+    )

@@ -84,8 +84,8 @@ class FleetClient:
         if self._position is not None:
             return
         async with redis_errors_as_transport("reading the results stream"):
-            last = await self._redis.xrevrange(self.settings.results_topic, count=1)
-        self._position = last[0][0].decode() if last else "0-0"
+            last: list[Any] = await self._redis.xrevrange(self.settings.results_topic, count=1)
+        self._position = bytes(last[0][0]).decode() if last else "0-0"
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -191,7 +191,9 @@ class FleetClient:
         delay = 0.1
         while self._waiters:
             try:
-                response = await self._redis.xread({topic: position}, count=_READ_COUNT, block=_READ_BLOCK_MS)
+                response: Any = await self._redis.xread(
+                    {topic: position}, count=_READ_COUNT, block=_READ_BLOCK_MS
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

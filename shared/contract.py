@@ -51,6 +51,7 @@ class ErrorCode(enum.StrEnum):
     FUNCTION_FAILED = "function_failed"
     MAX_DELIVERIES_EXCEEDED = "max_deliveries_exceeded"
     DROPPED = "dropped"
+    CREDENTIALS_MISSING = "credentials_missing"
 
 
 class RequestData(BaseModel):

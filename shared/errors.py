@@ -58,9 +58,7 @@ class FleetError(Exception):
     the fact) so that a log line or a result can name the function and the request.
     """
 
-    def __init__(
-        self, message: str, *, slug: str | None = None, execution_id: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, slug: str | None = None, execution_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.slug = slug

@@ -16,7 +16,7 @@ database; the runtime only sees the :class:`FunctionResolver` protocol, so that 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -46,6 +46,9 @@ class ExecutionContext:
     workflow_execution_id: str | None = None
     node_id: str | None = None
     context: dict[str, Any] | None = None
+    #: the values of the credential keys the function declared (filled by the credentials
+    #: middleware before the handler runs; never logged, never in results).
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 class Handler(Protocol):
@@ -70,6 +73,8 @@ class FunctionSpec:
         input_model: pydantic model the raw input is validated into; ``None`` passes the dict.
         output_model: pydantic model of the output, for the registry's ``output_schema``.
         timeout_seconds: the function's own limit (the request may only lower it).
+        credentials: secret keys the function needs (``SLACK_API_KEY``); resolved before it
+            runs, missing ones fail ``credentials_missing``.
     """
 
     slug: str
@@ -80,7 +85,8 @@ class FunctionSpec:
     input_model: type[BaseModel] | None = None
     output_model: type[BaseModel] | None = None
     timeout_seconds: float | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
+    credentials: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     def serves(self, domain: str) -> bool:
         return self.domain is None or self.domain == domain
@@ -138,6 +144,7 @@ def builtin(
     input_model: type[BaseModel] | None = None,
     output_model: type[BaseModel] | None = None,
     timeout_seconds: float | None = None,
+    credentials: tuple[str, ...] = (),
     table: FunctionTable = BUILTINS,
 ) -> Callable[[H], H]:
     """Register the decorated coroutine as the built-in ``slug`` (see module docstring)."""
@@ -156,6 +163,7 @@ def builtin(
                 input_model=input_model,
                 output_model=output_model,
                 timeout_seconds=timeout_seconds,
+                credentials=credentials,
             )
         )
         return handler

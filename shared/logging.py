@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from shared.credentials import scrub_log_event
 from shared.settings import Settings
 
 __all__ = ["configure_logging"]
@@ -29,6 +30,7 @@ def configure_logging(settings: Settings, *, extra_processors: list[Any] | None 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         *(extra_processors or []),
+        scrub_log_event,
     ]
     if use_json:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

@@ -27,9 +27,7 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """All settings of a fleet process. Frozen: build a new one with :meth:`model_copy`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FLEET_", frozen=True, extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore", populate_by_name=True)
 
     home: Path = Field(
         default_factory=default_home,
@@ -58,7 +56,10 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=32, ge=1, le=10_000, description="In-flight executions per worker.")
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Entries read per XREADGROUP.")
     block_ms: int = Field(
-        default=1000, ge=10, le=60_000, description="XREADGROUP BLOCK; also bounds how long intake takes to stop."
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="XREADGROUP BLOCK; also bounds how long intake takes to stop.",
     )
     processing_timeout: float = Field(
         default=60.0,
@@ -89,9 +90,7 @@ class Settings(BaseSettings):
     trim_interval: float = Field(
         default=60.0, gt=0, description="Seconds between trims of request streams (only answered entries)."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description="Log level."
-    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="`json` for machines, `console` for people; `auto` picks by TTY."
     )
@@ -125,6 +124,16 @@ class Settings(BaseSettings):
     dapr_ready_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to wait for daprd's outbound health at start."
     )
+
+    # Credentials
+    secrets_file: Path | None = Field(
+        default=None, description="Local secrets file (JSON/YAML, like Dapr's local.file store)."
+    )
+    dapr_secrets: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Read secrets from the Dapr secret store; `auto` = when DAPR_HTTP_PORT is set.",
+    )
+    dapr_secret_store: str = Field(default="kubernetes", description="Dapr secret store component name.")
 
     @field_validator("topic_prefix", "results_topic", "group_prefix", "consumer_name")
     @classmethod

@@ -105,7 +105,9 @@ def run_worker(settings: Settings) -> Callable[..., contextlib.AbstractAsyncCont
     return factory
 
 
-async def read_results(redis: Redis, topic: str, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+async def read_results(
+    redis: Redis, topic: str, expected: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     """Wait until ``topic`` holds ``expected`` entries (or time runs out); return their events."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

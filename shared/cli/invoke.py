@@ -31,11 +31,18 @@ def _parse_input(_: click.Context, __: click.Parameter, value: str | None) -> di
 
 
 _input_option = click.option(
-    "--input", "input_", callback=_parse_input, envvar="FLEET_INPUT", show_envvar=True,
+    "--input",
+    "input_",
+    callback=_parse_input,
+    envvar="FLEET_INPUT",
+    show_envvar=True,
     help='The function input as a JSON object, e.g. \'{"hello": "world"}\'.',
 )
 _domain_option = click.option(
-    "--domain", type=click.Choice([d.name for d in DOMAINS]), envvar="FLEET_DOMAIN", show_envvar=True,
+    "--domain",
+    type=click.Choice([d.name for d in DOMAINS]),
+    envvar="FLEET_DOMAIN",
+    show_envvar=True,
     help="Send to this domain's topic instead of the function's own.",
 )
 
@@ -44,12 +51,18 @@ _domain_option = click.option(
 @click.argument("slug")
 @_input_option
 @_domain_option
-@click.option("--execution-id", envvar="FLEET_EXECUTION_ID", show_envvar=True, help="Use this id (idempotency key).")
+@click.option(
+    "--execution-id", envvar="FLEET_EXECUTION_ID", show_envvar=True, help="Use this id (idempotency key)."
+)
 @redis_url_option
 @home_option
 def publish(
-    slug: str, input_: dict[str, Any], domain: str | None, execution_id: str | None,
-    redis_url: str | None, home: str | None,
+    slug: str,
+    input_: dict[str, Any],
+    domain: str | None,
+    execution_id: str | None,
+    redis_url: str | None,
+    home: str | None,
 ) -> None:
     """Publish a request for SLUG and print its execution id (does not wait)."""
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
@@ -66,14 +79,28 @@ def publish(
 @click.argument("slug")
 @_input_option
 @_domain_option
-@click.option("--timeout", type=float, default=30.0, show_default=True, envvar="FLEET_INVOKE_TIMEOUT",
-              show_envvar=True, help="Seconds to wait for the result.")
-@click.option("--json", "as_json", is_flag=True, envvar="FLEET_JSON", show_envvar=True, help="Print the result as JSON.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="FLEET_INVOKE_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to wait for the result.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="FLEET_JSON", show_envvar=True, help="Print the result as JSON."
+)
 @redis_url_option
 @home_option
 def invoke(
-    slug: str, input_: dict[str, Any], domain: str | None, timeout: float, as_json: bool,
-    redis_url: str | None, home: str | None,
+    slug: str,
+    input_: dict[str, Any],
+    domain: str | None,
+    timeout: float,
+    as_json: bool,
+    redis_url: str | None,
+    home: str | None,
 ) -> None:
     """Run SLUG and print its result. Exit 0 completed, 1 failed, 2 usage error."""
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
@@ -89,8 +116,13 @@ def invoke(
     outcome = run(main())
     if isinstance(outcome, ExecutionTimeout):
         if as_json:
-            echo_json({"execution_id": outcome.execution_id, "status": "unknown",
-                       "error": {"code": "timeout", "message": outcome.message}})
+            echo_json(
+                {
+                    "execution_id": outcome.execution_id,
+                    "status": "unknown",
+                    "error": {"code": "timeout", "message": outcome.message},
+                }
+            )
         else:
             click.echo(f"timeout: {outcome.message}", err=True)
         raise SystemExit(EXIT_FAILED)

@@ -9,7 +9,7 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["redis_url_option", "home_option"]
+__all__ = ["home_option", "redis_url_option"]
 
 
 def redis_url_option(f: F) -> F:

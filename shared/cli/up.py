@@ -33,20 +33,36 @@ RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
 @click.command()
 @redis_url_option
 @home_option
-@click.option("--domain", "domains", multiple=True, type=click.Choice([d.name for d in DOMAINS]),
-              envvar="FLEET_UP_DOMAINS", show_envvar=True, help="Run only these domains (repeatable).")
-@click.option("--shutdown-timeout", type=float, envvar="FLEET_SHUTDOWN_TIMEOUT", show_envvar=True,
-              help="Seconds each worker may drain.")
-def up(redis_url: str | None, home: str | None, domains: tuple[str, ...], shutdown_timeout: float | None) -> None:
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    type=click.Choice([d.name for d in DOMAINS]),
+    envvar="FLEET_UP_DOMAINS",
+    show_envvar=True,
+    help="Run only these domains (repeatable).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    envvar="FLEET_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds each worker may drain.",
+)
+def up(
+    redis_url: str | None, home: str | None, domains: tuple[str, ...], shutdown_timeout: float | None
+) -> None:
     """Run the fleet locally: broker (embedded unless configured) and every domain worker."""
     settings = make_settings(redis_url=redis_url, home=home, shutdown_timeout=shutdown_timeout)
     settings.home.mkdir(parents=True, exist_ok=True)
     existing = read_up_state(settings.home)
     if existing is not None:
-        raise click.UsageError(f"`fleet up` is already running (pid {existing['pid']}, {existing['redis_url']})")
+        raise click.UsageError(
+            f"`fleet up` is already running (pid {existing['pid']}, {existing['redis_url']})"
+        )
     selected = [get_domain(d) for d in domains] or list(DOMAINS)
     broker: EmbeddedBroker | None = None
-    url = settings.redis_url
+    url = settings.redis_url or ""
     if not url:
         broker = EmbeddedBroker(settings.home / "valkey", persist=True)
         url = broker.start()
@@ -70,7 +86,13 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
 
     async def spawn(domain: str) -> None:
         procs[domain] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli.main", "worker", domain, "--transport", "redis",
+            sys.executable,
+            "-m",
+            "shared.cli.main",
+            "worker",
+            domain,
+            "--transport",
+            "redis",
             env={**env, "FLEET_CONSUMER_NAME": f"{settings.consumer_name}-{domain}"},
             # Workers get SIGTERM from us, not Ctrl-C from the terminal: we order the drain.
             start_new_session=True,
@@ -79,11 +101,12 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
     for domain in domains:
         await spawn(domain)
     _write_state(settings, url, procs, embedded)
+    where = f"embedded, data in {settings.home / 'valkey'}" if embedded else "external"
     click.echo(
-        f"fleet up: broker {url} ({'embedded, data in ' + str(settings.home / 'valkey') if embedded else 'external'})\n"
+        f"fleet up: broker {url} ({where})\n"
         + "".join(f"  worker {d:<10} pid {procs[d].pid}  topic {settings.topic_for(d)}\n" for d in domains)
         + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
-        + "try:  fleet invoke system/echo --input '{\"hello\": \"world\"}'   (Ctrl-C stops)",
+        + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
         err=True,
     )
     while not stop.is_set():

@@ -29,11 +29,22 @@ __all__ = ["worker"]
 )
 @redis_url_option
 @home_option
-@click.option("--concurrency", type=int, envvar="FLEET_CONCURRENCY", show_envvar=True, help="In-flight executions.")
-@click.option("--consumer-name", envvar="FLEET_CONSUMER_NAME", show_envvar=True, help="Consumer name in the group.")
-@click.option("--app-port", type=int, envvar=["FLEET_APP_PORT", "APP_PORT"], show_envvar=True, help="Dapr app port.")
-@click.option("--log-level", envvar="FLEET_LOG_LEVEL", show_envvar=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+@click.option(
+    "--concurrency", type=int, envvar="FLEET_CONCURRENCY", show_envvar=True, help="In-flight executions."
+)
+@click.option(
+    "--consumer-name", envvar="FLEET_CONSUMER_NAME", show_envvar=True, help="Consumer name in the group."
+)
+@click.option(
+    "--app-port", type=int, envvar=["FLEET_APP_PORT", "APP_PORT"], show_envvar=True, help="Dapr app port."
+)
+@click.option(
+    "--log-level",
+    envvar="FLEET_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level.",
+)
 def worker(
     domain: str,
     transport: str,
@@ -46,8 +57,12 @@ def worker(
 ) -> None:
     """Run the DOMAIN worker: consume its topic, run its functions, publish results."""
     settings = make_settings(
-        redis_url=redis_url, home=home, concurrency=concurrency, consumer_name=consumer_name,
-        app_port=app_port, log_level=log_level,
+        redis_url=redis_url,
+        home=home,
+        concurrency=concurrency,
+        consumer_name=consumer_name,
+        app_port=app_port,
+        log_level=log_level,
     )
     if transport == "redis":
         settings = resolve_broker(settings)

@@ -152,9 +152,7 @@ class LoggingMiddleware:
             )
             raise
         except Exception:
-            self._log.exception(
-                "handler raised", execution_id=call.ctx.execution_id, function=call.spec.slug
-            )
+            self._log.exception("handler raised", execution_id=call.ctx.execution_id, function=call.spec.slug)
             raise
         self._log.debug(
             "execution completed",
@@ -190,11 +188,13 @@ class MetricsMiddleware:
             )
 
 
-def default_middleware(metrics: Metrics) -> list[Middleware]:
-    """The chain every worker runs unless told otherwise (outermost first)."""
+def default_middleware(metrics: Metrics, *, before_timeout: Sequence[Middleware] = ()) -> list[Middleware]:
+    """The chain every worker runs unless told otherwise (outermost first); ``before_timeout``
+    (credentials, from ``shared.assemble``) runs after validation, outside the timeout."""
     return [
         MetricsMiddleware(metrics),
         LoggingMiddleware(),
         InputValidationMiddleware(),
+        *before_timeout,
         TimeoutMiddleware(),
     ]

@@ -19,6 +19,7 @@ Invariants (each has a test):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 import signal
@@ -29,6 +30,7 @@ from typing import Any
 import structlog
 
 from shared.contract import ErrorCode
+from shared.credentials import SECRETS
 from shared.errors import (
     Drop,
     ExecutionFailed,
@@ -41,7 +43,13 @@ from shared.errors import (
     WrongDomain,
 )
 from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
-from shared.runtime.envelope import RequestEvent, decode_request, encode_result, peek_id, utc_now_iso
+from shared.runtime.envelope import (
+    RequestEvent,
+    decode_request,
+    encode_result,
+    peek_id,
+    utc_now_iso,
+)
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import Call, Middleware, compose, default_middleware
 from shared.settings import Settings
@@ -173,10 +181,8 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep that ends early when the worker is stopped."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     # ------------------------------------------------------------------ intake
     async def _intake_loop(self) -> None:
@@ -228,7 +234,9 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("runtime error while processing; will be redelivered", message_id=delivery.message_id)
+            log.exception(
+                "runtime error while processing; will be redelivered", message_id=delivery.message_id
+            )
             settlement = Settlement(delivery, Outcome.RETRY, reason=f"runtime error: {exc!r}")
         self._settle_queue.put_nowait(settlement)
 
@@ -239,21 +247,21 @@ class Worker:
         body = delivery.body
         if len(body) > self.settings.max_payload_bytes:
             execution_id = peek_id(body)
-            exc = PayloadTooLarge(
+            too_large = PayloadTooLarge(
                 f"event is {len(body)} bytes; the limit is {self.settings.max_payload_bytes}",
                 details={"size": len(body), "limit": self.settings.max_payload_bytes},
             )
             if execution_id is None:
-                return Settlement(delivery, Outcome.DROP, reason=f"{exc.code}: {exc.message}")
-            return self._failed(delivery, execution_id, "", None, exc, started_at, started)
+                return Settlement(delivery, Outcome.DROP, reason=f"{too_large.code}: {too_large.message}")
+            return self._failed(delivery, execution_id, "", None, too_large, started_at, started)
         try:
             event = decode_request(body)
         except UndecodableEvent as exc:
             log.warning("undecodable delivery dropped", message_id=delivery.message_id, error=exc.message)
             return Settlement(delivery, Outcome.DROP, reason=f"{ErrorCode.INVALID_EVENT}: {exc.message}")
         except InvalidEvent as exc:
-            assert exc.execution_id is not None
-            return self._failed(delivery, exc.execution_id, exc.slug or "", None, exc, started_at, started)
+            execution_id = exc.execution_id or ""
+            return self._failed(delivery, execution_id, exc.slug or "", None, exc, started_at, started)
 
         if delivery.delivery_count > self.settings.max_deliveries:
             return self._exhausted(delivery, event, delivery.last_error, started_at, started)
@@ -287,8 +295,8 @@ class Worker:
                 return self._exhausted(delivery, event, signal_.reason, started_at, started)
             return Settlement(delivery, Outcome.RETRY, reason=signal_.reason)
         except Drop as signal_:
-            exc = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
-            settlement = self._failed(delivery, event.id, slug, event, exc, started_at, started)
+            dropped = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
+            settlement = self._failed(delivery, event.id, slug, event, dropped, started_at, started)
             settlement.outcome, settlement.reason = Outcome.DROP, signal_.reason
             return settlement
         except ExecutionFailed as exc:
@@ -339,7 +347,7 @@ class Worker:
         }
 
     def _encode(self, event: RequestEvent | None, slug: str, data: dict[str, Any]) -> bytes:
-        return encode_result(
+        result = encode_result(
             request_id=data["execution_id"],
             function=slug,
             domain=self.domain,
@@ -347,6 +355,8 @@ class Worker:
             traceparent=event.traceparent if event else None,
             tracestate=event.tracestate if event else None,
         )
+        # Secret values a function saw never leave in a result, whatever the function did.
+        return SECRETS.scrub_bytes(result) if SECRETS else result
 
     def _failed(
         self,
@@ -412,7 +422,9 @@ class Worker:
                     )
                     return
                 delay = backoff.next()
-                log.warning("settle failed; retrying", count=len(batch), error=str(exc), retry_in=round(delay, 2))
+                log.warning(
+                    "settle failed; retrying", count=len(batch), error=str(exc), retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ shutdown
@@ -459,4 +471,3 @@ async def run_until_signalled(worker: Worker) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-

@@ -113,6 +113,10 @@ def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
     return Delivery(message_id=message_id, body=fields.get(b"data", b""), metadata=metadata)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _id_tuple(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -335,17 +339,18 @@ class RedisStreamsTransport:
         deliveries = [parse_entry(entry_id, fields) for entry_id, fields in entries]
         ids = [d.message_id for d in deliveries]
         pending = await self.redis.xpending_range(
-            self.topic, self.group, min=min(ids, key=_id_tuple), max=max(ids, key=_id_tuple),
-            count=len(ids) + 1000, consumername=self.consumer,
+            self.topic,
+            self.group,
+            min=min(ids, key=_id_tuple),
+            max=max(ids, key=_id_tuple),
+            count=len(ids) + 1000,
+            consumername=self.consumer,
         )
-        counts = {
-            (p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]): p["times_delivered"]
-            for p in pending
-        }
+        counts = {_text(p["message_id"]): p["times_delivered"] for p in pending}
         notes = await self.redis.hmget(self._last_error_key, ids)
         for delivery, note in zip(deliveries, notes, strict=True):
             delivery.delivery_count = int(counts.get(delivery.message_id, 2))
-            delivery.last_error = note.decode() if note else None
+            delivery.last_error = _text(note) if note else None
             self._reclaimed.append(delivery)
         log.info("reclaimed idle entries", topic=self.topic, count=len(deliveries))
 
@@ -354,10 +359,10 @@ class RedisStreamsTransport:
         pending = await self.redis.xpending_range(
             self.topic, self.group, min="-", max="+", count=10_000, consumername=self.consumer
         )
-        ids = [p["message_id"] for p in pending if p["message_id"] not in self._in_flight]
+        ids: list[Any] = [p["message_id"] for p in pending if _text(p["message_id"]) not in self._in_flight]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            claimed = await self.redis.xclaim(self.topic, self.group, self.consumer, 0, chunk)
+            claimed: list[Any] = await self.redis.xclaim(self.topic, self.group, self.consumer, 0, chunk)
             live = [(entry_id, fields) for entry_id, fields in claimed if fields]
             gone = set(chunk) - {entry_id for entry_id, _ in live}
             if gone:
