@@ -27,12 +27,14 @@ from shared.runtime.envelope import RequestEvent, violations
 from shared.runtime.metrics import Metrics
 
 __all__ = [
+    "Answer",
     "Call",
     "CallNext",
     "InputValidationMiddleware",
     "LoggingMiddleware",
     "MetricsMiddleware",
     "Middleware",
+    "ResultRecorder",
     "TimeoutMiddleware",
     "compose",
     "default_middleware",
@@ -45,7 +47,9 @@ class Call:
 
     ``input`` starts as the request's raw input dict; middleware may replace it (templates
     resolve it, validation turns it into the function's input model). ``timeout`` is the
-    effective limit in seconds. ``state`` is scratch space for middleware to share facts.
+    effective limit in seconds. ``state`` is scratch space for middleware to share facts;
+    ``state["warnings"]`` (a list of strings), when present, is published in the result's
+    ``warnings`` (e.g. "function is deprecated").
     """
 
     event: RequestEvent
@@ -58,6 +62,28 @@ class Call:
 
 
 CallNext = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete result ``data`` dict that middleware returns instead of an output, to be
+    published verbatim (no new timestamps): how a duplicate of a finished execution is answered
+    with the stored result, identical to the first one."""
+
+    data: dict[str, Any]
+
+
+class ResultRecorder(Protocol):
+    """Sees the final ``data`` of every result before it is published (execution history).
+
+    ``call`` is ``None`` when the request failed before a function was resolved (invalid event,
+    unknown function, ...). ``answered`` is True when ``data`` is a stored :class:`Answer`
+    being republished. The worker awaits it before settling; implementations batch their I/O
+    so a batch of deliveries costs one round trip, and raise
+    :class:`~shared.errors.InfrastructureError` only when the result must not be published.
+    """
+
+    async def record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None: ...
 
 
 class Middleware(Protocol):

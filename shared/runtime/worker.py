@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import structlog
 
 from shared.contract import ErrorCode
@@ -51,7 +52,14 @@ from shared.runtime.envelope import (
     utc_now_iso,
 )
 from shared.runtime.metrics import Metrics
-from shared.runtime.middleware import Call, Middleware, compose, default_middleware
+from shared.runtime.middleware import (
+    Answer,
+    Call,
+    Middleware,
+    ResultRecorder,
+    compose,
+    default_middleware,
+)
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement, Transport
 
@@ -103,6 +111,7 @@ class Worker:
         resolver: looks functions up by slug (the in-code built-ins by default).
         middleware: the chain around each call, outermost first (:func:`default_middleware`).
         metrics: counters shared with ``/metrics`` and the benchmark.
+        recorder: sees every result's final data before it is published (history).
     """
 
     def __init__(
@@ -114,8 +123,10 @@ class Worker:
         resolver: FunctionResolver = BUILTINS,
         middleware: Sequence[Middleware] | None = None,
         metrics: Metrics | None = None,
+        recorder: ResultRecorder | None = None,
     ) -> None:
         self.domain = domain
+        self.recorder = recorder
         self.transport = transport
         self.settings = settings
         self.resolver = resolver
@@ -253,7 +264,9 @@ class Worker:
             )
             if execution_id is None:
                 return Settlement(delivery, Outcome.DROP, reason=f"{too_large.code}: {too_large.message}")
-            return self._failed(delivery, execution_id, "", None, too_large, started_at, started)
+            return await self._failed_recorded(
+                delivery, execution_id, "", None, too_large, started_at, started, None
+            )
         try:
             event = decode_request(body)
         except UndecodableEvent as exc:
@@ -261,16 +274,20 @@ class Worker:
             return Settlement(delivery, Outcome.DROP, reason=f"{ErrorCode.INVALID_EVENT}: {exc.message}")
         except InvalidEvent as exc:
             execution_id = exc.execution_id or ""
-            return self._failed(delivery, execution_id, exc.slug or "", None, exc, started_at, started)
+            return await self._failed_recorded(
+                delivery, execution_id, exc.slug or "", None, exc, started_at, started, None
+            )
 
         if delivery.delivery_count > self.settings.max_deliveries:
-            return self._exhausted(delivery, event, delivery.last_error, started_at, started)
+            return await self._exhausted(delivery, event, delivery.last_error, started_at, started, None)
 
         slug = event.function
         try:
             spec = await self._resolve(slug)
         except ExecutionFailed as exc:
-            return self._failed(delivery, event.id, slug, event, exc, started_at, started)
+            return await self._failed_recorded(
+                delivery, event.id, slug, event, exc, started_at, started, None
+            )
 
         call = Call(
             event=event,
@@ -292,28 +309,65 @@ class Worker:
             output = await self._chain(call)
         except Retry as signal_:
             if delivery.delivery_count >= self.settings.max_deliveries:
-                return self._exhausted(delivery, event, signal_.reason, started_at, started)
+                return await self._exhausted(delivery, event, signal_.reason, started_at, started, call)
             return Settlement(delivery, Outcome.RETRY, reason=signal_.reason)
         except Drop as signal_:
             dropped = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
-            settlement = self._failed(delivery, event.id, slug, event, dropped, started_at, started)
+            settlement = await self._failed_recorded(
+                delivery, event.id, slug, event, dropped, started_at, started, call
+            )
             settlement.outcome, settlement.reason = Outcome.DROP, signal_.reason
             return settlement
         except ExecutionFailed as exc:
-            return self._failed(delivery, event.id, slug, event, exc, started_at, started)
+            return await self._failed_recorded(
+                delivery, event.id, slug, event, exc, started_at, started, call
+            )
         except Exception as exc:  # a handler bug: a failed result, never a dead worker
             message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
             failure = ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR)
-            return self._failed(delivery, event.id, slug, event, failure, started_at, started)
+            return await self._failed_recorded(
+                delivery, event.id, slug, event, failure, started_at, started, call
+            )
 
+        if isinstance(output, Answer):
+            await self._record(output.data, call, answered=True)
+            return Settlement(delivery, Outcome.ACK, result=self._encode(event, slug, output.data))
         data = self._result_data(event.id, slug, delivery, started_at, started, "completed")
         data["output"] = output
+        warnings = call.state.get("warnings")
+        if warnings:
+            data["warnings"] = list(warnings)
         try:
             result = self._encode(event, slug, data)
         except TypeError as exc:
             failure = ExecutionFailed(f"output is not JSON-serialisable: {exc}", code=ErrorCode.HANDLER_ERROR)
-            return self._failed(delivery, event.id, slug, event, failure, started_at, started)
+            return await self._failed_recorded(
+                delivery, event.id, slug, event, failure, started_at, started, call
+            )
+        await self._record(data, call, answered=False)
         return Settlement(delivery, Outcome.ACK, result=result)
+
+    async def _record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None:
+        if self.recorder is not None:
+            await self.recorder.record(data, call, answered=answered)
+
+    async def _failed_recorded(
+        self,
+        delivery: Delivery,
+        execution_id: str,
+        slug: str,
+        event: RequestEvent | None,
+        exc: ExecutionFailed,
+        started_at: str,
+        started: float,
+        call: Call | None,
+    ) -> Settlement:
+        """:meth:`_failed`, with the result handed to the recorder first."""
+        settlement = self._failed(delivery, execution_id, slug, event, exc, started_at, started)
+        if self.recorder is not None and settlement.result is not None:
+            data = orjson.loads(settlement.result)["data"]
+            await self.recorder.record(data, call, answered=False)
+        return settlement
 
     async def _resolve(self, slug: str) -> FunctionSpec:
         spec = await self.resolver.resolve(slug)
@@ -377,8 +431,14 @@ class Worker:
             result = self._encode(event, slug, data)
         return Settlement(delivery, Outcome.ACK, result=result, reason=str(exc.code))
 
-    def _exhausted(
-        self, delivery: Delivery, event: RequestEvent, last_error: str | None, started_at: str, started: float
+    async def _exhausted(
+        self,
+        delivery: Delivery,
+        event: RequestEvent,
+        last_error: str | None,
+        started_at: str,
+        started: float,
+        call: Call | None,
     ) -> Settlement:
         deliveries = delivery.delivery_count
         exc = ExecutionFailed(
@@ -386,7 +446,9 @@ class Worker:
             code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
             details={"deliveries": deliveries, "last_error": last_error},
         )
-        settlement = self._failed(delivery, event.id, event.function, event, exc, started_at, started)
+        settlement = await self._failed_recorded(
+            delivery, event.id, event.function, event, exc, started_at, started, call
+        )
         settlement.outcome = Outcome.DROP
         settlement.reason = f"{ErrorCode.MAX_DELIVERIES_EXCEEDED}: {last_error or 'unknown'}"
         return settlement
