@@ -84,7 +84,7 @@ class FleetClient:
         if self._position is not None:
             return
         async with redis_errors_as_transport("reading the results stream"):
-            last: list[Any] = await self._redis.xrevrange(self.settings.results_topic, count=1)
+            last: Any = await self._redis.xrevrange(self.settings.results_topic, count=1)
         self._position = bytes(last[0][0]).decode() if last else "0-0"
 
     async def close(self) -> None:

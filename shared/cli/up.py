@@ -119,9 +119,10 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
         if stop.is_set():
             break
         for fut in done:
-            domain = waits.get(fut)
-            if domain is None:
+            exited = waits.get(fut)
+            if exited is None:
                 continue
+            domain = exited
             code = procs[domain].returncode
             delay = backoff[domain]
             click.echo(f"worker {domain} exited with {code}; restarting in {delay:g}s", err=True)

@@ -209,14 +209,15 @@ class RedisStreamsTransport:
         if self._intake_stopped:
             return []
         if self._reclaimed:
-            batch = []
+            batch: list[Delivery] = []
             while self._reclaimed and len(batch) < max_count:
                 batch.append(self._reclaimed.popleft())
             self._in_flight.update(d.message_id for d in batch)
             return batch
         async with redis_errors_as_transport(f"XREADGROUP {self.topic}"):
             try:
-                response = await self.redis.xreadgroup(
+                # RESP2 reply: [[topic, [(id, fields), ...]]] (redis-py types it as a union).
+                response: Any = await self.redis.xreadgroup(
                     self.group, self.consumer, {self.topic: ">"}, count=max_count, block=self._block_ms
                 )
             except redis_errors.ResponseError as exc:
@@ -266,7 +267,7 @@ class RedisStreamsTransport:
         for s in settlements:
             self._in_flight.discard(s.delivery.message_id)
 
-    def _dead_letter_fields(self, s: Settlement) -> dict[str, bytes]:
+    def _dead_letter_fields(self, s: Settlement) -> dict[Any, Any]:
         delivery = s.delivery
         metadata = dict(delivery.metadata)
         metadata.update(
@@ -309,7 +310,7 @@ class RedisStreamsTransport:
     async def _heartbeat(self) -> None:
         if not self._in_flight:
             return
-        ids = list(self._in_flight)
+        ids: list[Any] = list(self._in_flight)
         for start in range(0, len(ids), 500):
             await self.redis.xclaim(
                 self.topic, self.group, self.consumer, 0, ids[start : start + 500], justid=True
