@@ -104,6 +104,12 @@ class FleetClient:
         if domain is not None:
             return self.settings.topic_for(get_domain(domain).name)
         spec = self.functions.get(slug)
+        if spec is None and self.functions is BUILTINS:
+            # The built-ins register on import; load them once, on the first miss.
+            from shared.assemble import load_functions
+
+            load_functions()
+            spec = self.functions.get(slug)
         if spec is None:
             raise UnknownFunction(f"no function {slug!r} to route; pass a domain", slug=slug)
         return self.settings.topic_for(spec.domain or DEFAULT_DIAGNOSTIC_DOMAIN)
