@@ -71,7 +71,8 @@ def test_builtin_registers_a_spec_and_rejects_duplicates() -> None:
         "comms",
         ("KEY",),
     )
-    assert spec.serves("comms") and not spec.serves("ai")
+    assert spec.serves("comms")
+    assert not spec.serves("ai")
     assert [s.slug for s in table.for_domain("comms")] == ["test/hello"]
 
     with pytest.raises(ConfigError, match="declared twice"):
@@ -101,7 +102,7 @@ def test_backoff_grows_to_a_cap_with_jitter_and_resets() -> None:
     backoff = Backoff(initial=1.0, maximum=4.0, factor=2.0)
     delays = [backoff.next() for _ in range(5)]
     assert 0.5 <= delays[0] <= 1.5
-    assert all(d <= 6.0 for d in delays)  # cap 4 × jitter 1.5
+    assert all(d <= 6.0 for d in delays)  # cap 4, jitter up to 1.5x
     assert delays[4] >= 2.0  # capped at 4, jitter ≥ 0.5
     backoff.reset()
     assert backoff.next() <= 1.5
