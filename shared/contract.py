@@ -52,6 +52,7 @@ class ErrorCode(enum.StrEnum):
     MAX_DELIVERIES_EXCEEDED = "max_deliveries_exceeded"
     DROPPED = "dropped"
     CREDENTIALS_MISSING = "credentials_missing"
+    PROVIDER_ERROR = "provider_error"
 
 
 class RequestData(BaseModel):
