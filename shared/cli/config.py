@@ -33,15 +33,27 @@ def settings_rows() -> list[tuple[str, str, str]]:
 @click.command()
 @click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
 @click.option("--effective", is_flag=True, help="Print the values in force here, as JSON.")
-def config(markdown: bool, effective: bool) -> None:
+@click.option(
+    "--update-readme",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Rewrite the configuration table in this README (between the settings markers).",
+)
+def config(markdown: bool, effective: bool, update_readme: str | None) -> None:
     """List every FLEET_* setting with its default and meaning."""
+    if update_readme:
+        from pathlib import Path
+
+        from shared.cli.readme import update_readme as rewrite
+
+        click.echo("updated" if rewrite(Path(update_readme)) else "up to date")
+        return
     if effective:
         echo_json(make_settings().model_dump(mode="json"))
         return
     rows = settings_rows()
     if markdown:
-        click.echo("| variable | default | meaning |\n|---|---|---|")
-        for env, default, meaning in rows:
-            click.echo(f"| `{env}` | `{default}` | {meaning} |")
+        from shared.cli.readme import render_settings_table
+
+        click.echo(render_settings_table())
         return
     echo_table(rows, ["variable", "default", "meaning"])
