@@ -308,9 +308,10 @@ class RedisStreamsTransport:
             await self._forget_stale_consumers()
 
     async def _heartbeat(self) -> None:
-        if not self._in_flight:
+        # Entries waiting in the reclaimed queue are ours too: keep them from being re-stolen.
+        ids: list[Any] = [*self._in_flight, *(d.message_id for d in self._reclaimed)]
+        if not ids:
             return
-        ids: list[Any] = list(self._in_flight)
         for start in range(0, len(ids), 500):
             await self.redis.xclaim(
                 self.topic, self.group, self.consumer, 0, ids[start : start + 500], justid=True
@@ -337,7 +338,16 @@ class RedisStreamsTransport:
             await self._enqueue_reclaimed(live)
 
     async def _enqueue_reclaimed(self, entries: list[tuple[Any, dict[bytes, bytes]]]) -> None:
-        deliveries = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+        # An entry this process is still running came back only because a heartbeat was late
+        # (a blocked event loop): it already has an owner here, so do not start it twice.
+        queued = {d.message_id for d in self._reclaimed}
+        deliveries = [
+            d
+            for d in (parse_entry(entry_id, fields) for entry_id, fields in entries)
+            if d.message_id not in self._in_flight and d.message_id not in queued
+        ]
+        if not deliveries:
+            return
         ids = [d.message_id for d in deliveries]
         pending = await self.redis.xpending_range(
             self.topic,
