@@ -6,6 +6,7 @@ import click
 
 from shared.cli.config import config
 from shared.cli.invoke import invoke, publish
+from shared.cli.topic import dlq, topic
 from shared.cli.up import up
 from shared.cli.worker import worker
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """
 
 
-for command in (up, worker, publish, invoke, config):
+for command in (up, worker, publish, invoke, config, topic, dlq):
     cli.add_command(command)
 
 
