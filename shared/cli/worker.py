@@ -39,6 +39,13 @@ __all__ = ["worker"]
     "--app-port", type=int, envvar=["FLEET_APP_PORT", "APP_PORT"], show_envvar=True, help="Dapr app port."
 )
 @click.option(
+    "--burst",
+    is_flag=True,
+    envvar="FLEET_BURST",
+    show_envvar=True,
+    help="Exit once the topic is idle and nothing is in flight (one-shot jobs, CI).",
+)
+@click.option(
     "--log-level",
     envvar="FLEET_LOG_LEVEL",
     show_envvar=True,
@@ -53,6 +60,7 @@ def worker(
     concurrency: int | None,
     consumer_name: str | None,
     app_port: int | None,
+    burst: bool,
     log_level: str | None,
 ) -> None:
     """Run the DOMAIN worker: consume its topic, run its functions, publish results."""
@@ -69,6 +77,8 @@ def worker(
     configure_logging(settings)
 
     async def main() -> None:
-        await run_until_signalled(create_worker(domain, settings, transport))
+        built = create_worker(domain, settings, transport)
+        built.burst = burst
+        await run_until_signalled(built)
 
     asyncio.run(main())

@@ -112,6 +112,8 @@ class Worker:
         middleware: the chain around each call, outermost first (:func:`default_middleware`).
         metrics: counters shared with ``/metrics`` and the benchmark.
         recorder: sees every result's final data before it is published (history).
+        burst: stop by itself once the topic is idle (nothing received for ``block_ms``) and
+            nothing is in flight — for one-shot jobs and tests (arq's burst mode).
     """
 
     def __init__(
@@ -124,8 +126,10 @@ class Worker:
         middleware: Sequence[Middleware] | None = None,
         metrics: Metrics | None = None,
         recorder: ResultRecorder | None = None,
+        burst: bool = False,
     ) -> None:
         self.domain = domain
+        self.burst = burst
         self.recorder = recorder
         self.transport = transport
         self.settings = settings
@@ -220,6 +224,10 @@ class Worker:
                 await self._sleep(delay)
                 continue
             backoff.reset()
+            if not batch and self.burst and self._held == 0:
+                log.info("burst: topic idle, stopping", worker=self.name)
+                self.stop()
+                break
             for delivery in batch:
                 self._held += 1
                 task = asyncio.create_task(self._handle(delivery))

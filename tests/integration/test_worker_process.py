@@ -175,3 +175,19 @@ async def test_cli_up_and_invoke_exit_codes(tmp_path: Path) -> None:
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_burst_mode_answers_everything_then_exits_by_itself(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(consumer_name="burst")
+    async with FleetClient(settings=settings) as client:
+        ids = [await client.publish("system/echo", {"n": n}) for n in range(50)]
+    env = worker_env(settings)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli.main", "worker", "ai", "--burst", env=env
+    )
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    results = await read_results(redis, settings.results_topic, 50, timeout=1)
+    assert sorted(r["executionid"] for r in results) == sorted(ids)
+    assert (await redis.xpending(settings.topic_for("ai"), settings.group_for("ai")))["pending"] == 0
