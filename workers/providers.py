@@ -52,6 +52,7 @@ __all__ = [
     "call_json",
     "close_providers",
     "get_client",
+    "parse_json_text",
     "parse_retry_after",
     "provider_failure",
     "provider_settings",
@@ -405,6 +406,24 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _schema_allows_blanks(schema: dict[str, Any]) -> None:
+    """JSON Schema side of :class:`CatalogInput`: an optional field also accepts ``""`` (the
+    orchestrator's "unset"), so schema validation agrees with the model."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or not isinstance(prop, dict):
+            continue
+        if prop.get("type") == "string" and "enum" not in prop and "pattern" not in prop:
+            continue  # a plain string accepts "" already
+        if any(o == {"type": "string"} for o in prop.get("anyOf", ())):
+            continue
+        meta = {k: prop.pop(k) for k in ("title", "description", "default") if k in prop}
+        options = prop.pop("anyOf", None) or [dict(prop)]
+        prop.clear()
+        prop.update(meta)
+        prop["anyOf"] = [*options, {"type": "string", "maxLength": 0}]
+
+
 class CatalogInput(BaseModel):
     """Base of the catalog functions' inputs.
 
@@ -413,7 +432,7 @@ class CatalogInput(BaseModel):
     (``_context``, ``integrationId``, ...) are ignored.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_schema_allows_blanks)
 
     @model_validator(mode="before")
     @classmethod
@@ -431,7 +450,7 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-def _parse_json(value: Any) -> Any:
+def parse_json_text(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -459,13 +478,13 @@ CommaList = Annotated[
 #: An object that also accepts its JSON text.
 JsonObject = Annotated[
     dict[str, Any],
-    BeforeValidator(_parse_json),
+    BeforeValidator(parse_json_text),
     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "object"}]}),
 ]
 #: A list that also accepts its JSON text.
 JsonList = Annotated[
     list[Any],
-    BeforeValidator(_parse_json),
+    BeforeValidator(parse_json_text),
     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array"}]}),
 ]
 #: An integer that also accepts its decimal text (``"30"``).

@@ -108,4 +108,454 @@ COMMS: list[Case] = [
     ),
 ]
 
-CASES: list[Case] = [*COMMS]
+GITHUB_ISSUE_2 = {
+    "id": 1002,
+    "number": 2,
+    "title": "Crash on start",
+    "url": "https://github.com/acme/app/issues/2",
+    "state": "open",
+    "body": "It crashes.",
+    "labels": ["bug"],
+    "assignees": ["octocat"],
+    "createdAt": "2026-01-01T00:00:00Z",
+    "updatedAt": "2026-01-02T00:00:00Z",
+}
+LINEAR_TEAMS = "query Teams { teams(first: 1) { nodes { id name } } }"
+LINEAR_CREATE = (
+    "mutation IssueCreate($input: IssueCreateInput!) "
+    "{ issueCreate(input: $input) { success issue { id identifier title url } } }"
+)
+LINEAR_ISSUES = (
+    "query Issues($filter: IssueFilter, $first: Int) { issues(filter: $filter, first: $first) "
+    "{ nodes { id title url priority state { name } assignee { id } } } }"
+)
+WEBFLOW_SITE_OUT = {
+    "id": "site-9",
+    "displayName": "Acme",
+    "shortName": "acme",
+    "previewUrl": "https://screenshots.webflow.com/acme.png",
+    "lastPublished": "2026-01-01T00:00:00Z",
+    "lastUpdated": "2026-01-02T00:00:00Z",
+    "customDomains": [{"id": "dom-1", "url": "acme.test", "lastPublished": "2026-01-01T00:00:00Z"}],
+}
+CLERK_USER_OUT = {
+    "id": "user_1",
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "primaryEmailAddress": "ada@acme.test",
+    "createdAt": 1700000000000,
+    "updatedAt": 1700000001000,
+}
+
+DEV_TOOLS: list[Case] = [
+    Case(
+        slug="github/create-issue",
+        provider="github",
+        input={
+            "owner": "acme",
+            "repo": "app",
+            "title": "Crash on start",
+            "body": "Steps: run it.",
+            "labels": "bug, p1",
+            "assignees": "",
+        },
+        requests=[
+            Expect(
+                "POST",
+                "/repos/acme/app/issues",
+                json={"title": "Crash on start", "body": "Steps: run it.", "labels": ["bug", "p1"]},
+            )
+        ],
+        output={
+            "success": True,
+            "id": 1007,
+            "number": 7,
+            "title": "Crash on start",
+            "url": "https://github.com/acme/app/issues/7",
+            "state": "open",
+        },
+    ),
+    Case(
+        slug="github/list-issues",
+        provider="github",
+        input={
+            "owner": "acme",
+            "repo": "app",
+            "state": "all",
+            "labels": "bug",
+            "assignee": "",
+            "perPage": "30",
+        },
+        requests=[
+            Expect("GET", "/repos/acme/app/issues", query={"state": "all", "per_page": "30", "labels": "bug"})
+        ],
+        output={
+            "success": True,
+            "issues": [
+                {**GITHUB_ISSUE_2, "id": 1001, "number": 1, "url": "https://github.com/acme/app/issues/1"},
+                GITHUB_ISSUE_2,
+            ],
+            "count": 2,
+        },
+    ),
+    Case(
+        slug="github/get-issue",
+        provider="github",
+        input={"owner": "acme", "repo": "app", "issueNumber": "2"},
+        requests=[Expect("GET", "/repos/acme/app/issues/2")],
+        output={
+            "success": True,
+            **GITHUB_ISSUE_2,
+            "author": "hubot",
+            "closedAt": None,
+            "commentsCount": 3,
+        },
+    ),
+    Case(
+        slug="github/update-issue",
+        provider="github",
+        input={
+            "owner": "acme",
+            "repo": "app",
+            "issueNumber": 5,
+            "state": "closed",
+            "title": "",
+            "labels": "done",
+        },
+        requests=[Expect("PATCH", "/repos/acme/app/issues/5", json={"state": "closed", "labels": ["done"]})],
+        output={
+            "success": True,
+            "id": 1005,
+            "number": 5,
+            "title": "Crash on start",
+            "url": "https://github.com/acme/app/issues/5",
+            "state": "closed",
+        },
+    ),
+    Case(
+        slug="github/clone-repository",
+        provider="github",
+        input={"owner": "acme", "repo": "app", "branch": "dev"},
+        requests=[Expect("GET", "/repos/acme/app")],
+        output={
+            "success": True,
+            "path": "/workspace/app",
+            "owner": "acme",
+            "repo": "app",
+            "branch": "dev",
+            "url": "https://github.com/acme/app",
+            "message": "access to acme/app verified; the repository was not cloned",
+        },
+    ),
+    Case(
+        slug="linear/create-ticket",
+        provider="linear",
+        input={"ticketTitle": "Crash on start", "ticketDescription": "It crashes.", "ticketPriority": "1"},
+        requests=[
+            Expect("POST", "/graphql", json={"query": LINEAR_TEAMS, "variables": {}}),
+            Expect(
+                "POST",
+                "/graphql",
+                json={
+                    "query": LINEAR_CREATE,
+                    "variables": {
+                        "input": {
+                            "title": "Crash on start",
+                            "teamId": "team-1",
+                            "priority": 1,
+                            "description": "It crashes.",
+                        }
+                    },
+                },
+            ),
+        ],
+        output={
+            "success": True,
+            "data": {
+                "id": "issue-1",
+                "url": "https://linear.app/acme/issue/ENG-1",
+                "title": "Crash on start",
+            },
+        },
+    ),
+    Case(
+        slug="linear/find-issues",
+        provider="linear",
+        input={
+            "linearAssigneeId": "",
+            "linearTeamId": "team-1",
+            "linearStatus": "in_progress",
+            "linearLabel": "bug",
+        },
+        requests=[
+            Expect(
+                "POST",
+                "/graphql",
+                json={
+                    "query": LINEAR_ISSUES,
+                    "variables": {
+                        "filter": {
+                            "team": {"id": {"eq": "team-1"}},
+                            "state": {"name": {"eqIgnoreCase": "In Progress"}},
+                            "labels": {"some": {"name": {"eqIgnoreCase": "bug"}}},
+                        },
+                        "first": 50,
+                    },
+                },
+            )
+        ],
+        output={
+            "success": True,
+            "data": {
+                "issues": [
+                    {
+                        "id": "issue-1",
+                        "title": "Crash on start",
+                        "url": "https://linear.app/acme/issue/ENG-1",
+                        "state": "In Progress",
+                        "priority": 2.0,
+                        "assigneeId": "user-1",
+                    },
+                    {
+                        "id": "issue-2",
+                        "title": "Docs",
+                        "url": "https://linear.app/acme/issue/ENG-2",
+                        "state": "In Progress",
+                        "priority": 0.0,
+                        "assigneeId": None,
+                    },
+                ],
+                "count": 2,
+            },
+        },
+    ),
+    Case(
+        slug="webflow/list-sites",
+        provider="webflow",
+        input={},
+        requests=[Expect("GET", "/v2/sites")],
+        output={
+            "success": True,
+            "data": {
+                "sites": [{**WEBFLOW_SITE_OUT, "id": "site-1"}, {**WEBFLOW_SITE_OUT, "id": "site-2"}],
+                "count": 2,
+            },
+        },
+    ),
+    Case(
+        slug="webflow/get-site",
+        provider="webflow",
+        input={"siteId": "site-9"},
+        requests=[Expect("GET", "/v2/sites/site-9")],
+        output={"success": True, "data": {**WEBFLOW_SITE_OUT, "timeZone": "Europe/Berlin"}},
+    ),
+    Case(
+        slug="webflow/publish-site",
+        provider="webflow",
+        input={"siteId": "site-9", "publishToWebflowSubdomain": "false", "customDomainIds": "dom-1, dom-2"},
+        requests=[
+            Expect(
+                "POST",
+                "/v2/sites/site-9/publish",
+                json={"customDomains": ["dom-1", "dom-2"], "publishToWebflowSubdomain": False},
+            )
+        ],
+        output={
+            "success": True,
+            "data": {
+                "publishedDomains": ["dom-1.acme.test", "dom-2.acme.test"],
+                "publishedToSubdomain": False,
+            },
+        },
+    ),
+    Case(
+        slug="clerk/get-user",
+        provider="clerk",
+        input={"userId": "user_1"},
+        requests=[Expect("GET", "/v1/users/user_1")],
+        output={"success": True, "data": CLERK_USER_OUT},
+    ),
+    Case(
+        slug="clerk/create-user",
+        provider="clerk",
+        input={
+            "emailAddress": "grace@acme.test",
+            "firstName": "Grace",
+            "lastName": "",
+            "password": "correct-horse-battery",
+            "publicMetadata": '{"plan": "pro"}',
+            "privateMetadata": "",
+        },
+        requests=[
+            Expect(
+                "POST",
+                "/v1/users",
+                json={
+                    "email_address": ["grace@acme.test"],
+                    "first_name": "Grace",
+                    "public_metadata": {"plan": "pro"},
+                    "password": "correct-horse-battery",
+                },
+            )
+        ],
+        output={
+            "success": True,
+            "data": {
+                **CLERK_USER_OUT,
+                "id": "user_new",
+                "firstName": "Grace",
+                "lastName": None,
+                "primaryEmailAddress": "grace@acme.test",
+            },
+        },
+    ),
+    Case(
+        slug="clerk/update-user",
+        provider="clerk",
+        input={"userId": "user_1", "lastName": "Byron", "privateMetadata": {"tier": 2}},
+        requests=[
+            Expect("PATCH", "/v1/users/user_1", json={"last_name": "Byron", "private_metadata": {"tier": 2}})
+        ],
+        output={"success": True, "data": {**CLERK_USER_OUT, "lastName": "Byron"}},
+    ),
+    Case(
+        slug="clerk/delete-user",
+        provider="clerk",
+        input={"userId": "user_1"},
+        requests=[Expect("DELETE", "/v1/users/user_1")],
+        output={"success": True, "data": {"deleted": True}},
+    ),
+    Case(
+        slug="stripe/create-customer",
+        provider="stripe",
+        input={"email": "ada@acme.test", "name": "Ada", "phone": "", "metadata": '{"crm_id": 7}'},
+        requests=[
+            Expect(
+                "POST",
+                "/v1/customers",
+                form=[("email", "ada@acme.test"), ("name", "Ada"), ("metadata[crm_id]", "7")],
+            )
+        ],
+        output={"success": True, "id": "cus_123", "email": "ada@acme.test"},
+    ),
+    Case(
+        slug="stripe/get-customer",
+        provider="stripe",
+        input={"customerId": "", "email": "ada@acme.test"},
+        requests=[Expect("GET", "/v1/customers", query={"email": "ada@acme.test", "limit": "1"})],
+        output={
+            "success": True,
+            "id": "cus_123",
+            "email": "ada@acme.test",
+            "name": "Ada",
+            "created": 1700000000,
+        },
+    ),
+    Case(
+        slug="stripe/create-invoice",
+        provider="stripe",
+        input={
+            "customerId": "cus_123",
+            "description": "January",
+            "lineItems": '[{"description": "Seats", "amount": 1500, "quantity": 3}, '
+            '{"description": "Setup", "amount": "5000"}]',
+            "daysUntilDue": "14",
+            "autoAdvance": "true",
+            "collectionMethod": "send_invoice",
+            "metadata": "",
+        },
+        requests=[
+            Expect(
+                "POST",
+                "/v1/invoices",
+                form=[
+                    ("customer", "cus_123"),
+                    ("collection_method", "send_invoice"),
+                    ("auto_advance", "true"),
+                    ("days_until_due", "14"),
+                    ("description", "January"),
+                ],
+            ),
+            Expect(
+                "POST",
+                "/v1/invoiceitems",
+                form=[
+                    ("customer", "cus_123"),
+                    ("invoice", "in_123"),
+                    ("description", "Seats"),
+                    ("quantity", "3"),
+                    ("unit_amount", "1500"),
+                    ("currency", "usd"),
+                ],
+            ),
+            Expect(
+                "POST",
+                "/v1/invoiceitems",
+                form=[
+                    ("customer", "cus_123"),
+                    ("invoice", "in_123"),
+                    ("description", "Setup"),
+                    ("quantity", "1"),
+                    ("unit_amount", "5000"),
+                    ("currency", "usd"),
+                ],
+            ),
+            Expect("POST", "/v1/invoices/in_123/finalize", body=b""),
+        ],
+        output={
+            "success": True,
+            "id": "in_123",
+            "number": "ACME-0001",
+            "hostedInvoiceUrl": "https://invoice.stripe.com/i/acme_1",
+            "status": "open",
+        },
+    ),
+    Case(
+        slug="blob/put",
+        provider="blob",
+        input={
+            "pathname": "reports/today.txt",
+            "body": "hello blob",
+            "contentType": "text/plain",
+            "access": "public",
+            "addRandomSuffix": "false",
+        },
+        requests=[
+            Expect(
+                "PUT",
+                "/reports/today.txt",
+                query={"addRandomSuffix": "false"},
+                headers={"x-content-type": "text/plain"},
+                body=b"hello blob",
+            )
+        ],
+        output={
+            "success": True,
+            "url": "https://store1.public.blob.vercel-storage.com/reports/today.txt",
+            "downloadUrl": "https://store1.public.blob.vercel-storage.com/reports/today.txt?download=1",
+            "pathname": "reports/today.txt",
+        },
+    ),
+    Case(
+        slug="blob/list",
+        provider="blob",
+        input={"prefix": "reports/", "limit": "10", "cursor": ""},
+        requests=[Expect("GET", "/", query={"prefix": "reports/", "limit": "10"})],
+        output={
+            "success": True,
+            "blobs": [
+                {
+                    "url": "https://store1.public.blob.vercel-storage.com/reports/a.txt",
+                    "downloadUrl": "https://store1.public.blob.vercel-storage.com/reports/a.txt?download=1",
+                    "pathname": "reports/a.txt",
+                    "size": 12,
+                    "uploadedAt": "2026-01-01T00:00:00.000Z",
+                }
+            ],
+            "cursor": "cur_2",
+            "hasMore": True,
+        },
+    ),
+]
+
+CASES: list[Case] = [*COMMS, *DEV_TOOLS]

@@ -225,6 +225,12 @@ JSON_CT = "application/json"
 CREDENTIALS: dict[str, dict[str, str]] = {
     "slack": {"SLACK_API_KEY": "xoxb-test-slack-token"},
     "resend": {"RESEND_API_KEY": "re_test_resend_key"},
+    "github": {"GITHUB_TOKEN": "ghp_testgithubtoken"},
+    "linear": {"LINEAR_API_KEY": "lin_api_testlinearkey"},
+    "webflow": {"WEBFLOW_API_KEY": "wf-test-webflow-key"},
+    "clerk": {"CLERK_SECRET_KEY": "sk_test_clerk_secret"},
+    "stripe": {"STRIPE_SECRET_KEY": "sk_test_stripe_secret"},
+    "blob": {"BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_test_token"},
 }
 
 
@@ -257,3 +263,307 @@ APIS: dict[str, Api] = {
         ],
     ),
 }
+
+
+# -- github ------------------------------------------------------------------------------
+def github_issue(number: int = 42, **overrides: Any) -> dict[str, Any]:
+    issue = {
+        "id": 1000 + number,
+        "number": number,
+        "title": "Crash on start",
+        "html_url": f"https://github.com/acme/app/issues/{number}",
+        "state": "open",
+        "body": "It crashes.",
+        "labels": [{"id": 1, "name": "bug"}],
+        "assignees": [{"login": "octocat"}],
+        "user": {"login": "hubot"},
+        "comments": 3,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-02T00:00:00Z",
+        "closed_at": None,
+    }
+    issue.update(overrides)
+    return issue
+
+
+def _github_created(r: Recorded) -> Any:
+    body = r.json
+    return Reply(201, github_issue(7, title=body["title"], body=body.get("body")))
+
+
+def _github_patched(r: Recorded) -> Any:
+    return github_issue(int(r.params["number"]), **r.json)
+
+
+# -- linear ------------------------------------------------------------------------------
+def _linear(r: Recorded) -> Any:
+    query = r.json["query"]
+    if "teams" in query:
+        return {"data": {"teams": {"nodes": [{"id": "team-1", "name": "Engineering"}]}}}
+    if "issueCreate" in query:
+        issue = r.json["variables"]["input"]
+        return {
+            "data": {
+                "issueCreate": {
+                    "success": True,
+                    "issue": {
+                        "id": "issue-1",
+                        "identifier": "ENG-1",
+                        "title": issue["title"],
+                        "url": "https://linear.app/acme/issue/ENG-1",
+                    },
+                }
+            }
+        }
+    if "issues(" in query:
+        return {
+            "data": {
+                "issues": {
+                    "nodes": [
+                        {
+                            "id": "issue-1",
+                            "title": "Crash on start",
+                            "url": "https://linear.app/acme/issue/ENG-1",
+                            "priority": 2,
+                            "state": {"name": "In Progress"},
+                            "assignee": {"id": "user-1"},
+                        },
+                        {
+                            "id": "issue-2",
+                            "title": "Docs",
+                            "url": "https://linear.app/acme/issue/ENG-2",
+                            "priority": 0,
+                            "state": {"name": "In Progress"},
+                            "assignee": None,
+                        },
+                    ]
+                }
+            }
+        }
+    return {"errors": [{"message": "unknown query"}]}
+
+
+# -- webflow -----------------------------------------------------------------------------
+def webflow_site(site_id: str = "site-1") -> dict[str, Any]:
+    return {
+        "id": site_id,
+        "workspaceId": "ws-1",
+        "displayName": "Acme",
+        "shortName": "acme",
+        "previewUrl": "https://screenshots.webflow.com/acme.png",
+        "timeZone": "Europe/Berlin",
+        "createdOn": "2025-01-01T00:00:00Z",
+        "lastUpdated": "2026-01-02T00:00:00Z",
+        "lastPublished": "2026-01-01T00:00:00Z",
+        "customDomains": [{"id": "dom-1", "url": "acme.test", "lastPublished": "2026-01-01T00:00:00Z"}],
+    }
+
+
+def _webflow_publish(r: Recorded) -> Any:
+    body = r.json
+    domains = [{"id": d, "url": f"{d}.acme.test"} for d in body.get("customDomains", [])]
+    return Reply(
+        202, {"customDomains": domains, "publishToWebflowSubdomain": body["publishToWebflowSubdomain"]}
+    )
+
+
+# -- clerk -------------------------------------------------------------------------------
+def clerk_user(user_id: str = "user_1", **overrides: Any) -> dict[str, Any]:
+    user = {
+        "id": user_id,
+        "object": "user",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "primary_email_address_id": "idn_2",
+        "email_addresses": [
+            {"id": "idn_1", "email_address": "old@acme.test"},
+            {"id": "idn_2", "email_address": "ada@acme.test"},
+        ],
+        "created_at": 1700000000000,
+        "updated_at": 1700000001000,
+    }
+    user.update(overrides)
+    return user
+
+
+def _clerk_created(r: Recorded) -> Any:
+    body = r.json
+    return clerk_user(
+        "user_new",
+        first_name=body.get("first_name"),
+        last_name=body.get("last_name"),
+        primary_email_address_id="idn_9",
+        email_addresses=[{"id": "idn_9", "email_address": body["email_address"][0]}],
+    )
+
+
+def _clerk_updated(r: Recorded) -> Any:
+    body = r.json
+    return clerk_user(r.params["id"], **{k: v for k, v in body.items() if k in ("first_name", "last_name")})
+
+
+# -- stripe ------------------------------------------------------------------------------
+STRIPE_ERROR = {"error": {"type": "invalid_request_error", "message": "No such customer"}}
+
+
+def _stripe_customer(r: Recorded) -> Any:
+    form = r.form
+    return {"id": "cus_123", "object": "customer", "email": form["email"], "name": form.get("name")}
+
+
+def _stripe_customer_get(r: Recorded) -> Any:
+    return {
+        "id": r.params["id"],
+        "object": "customer",
+        "email": "ada@acme.test",
+        "name": "Ada",
+        "created": 1700000000,
+    }
+
+
+def _stripe_customer_search(r: Recorded) -> Any:
+    email = r.query.get("email")
+    rows = [{"id": "cus_123", "object": "customer", "email": email, "name": "Ada", "created": 1700000000}]
+    return {"object": "list", "data": rows if email == "ada@acme.test" else [], "has_more": False}
+
+
+def _stripe_invoice(r: Recorded) -> Any:
+    return {
+        "id": "in_123",
+        "object": "invoice",
+        "number": None,
+        "hosted_invoice_url": None,
+        "status": "draft",
+    }
+
+
+def _stripe_invoice_item(r: Recorded) -> Any:
+    return {"id": "ii_1", "object": "invoiceitem", "invoice": r.form["invoice"]}
+
+
+def _stripe_finalize(r: Recorded) -> Any:
+    return {
+        "id": r.params["id"],
+        "object": "invoice",
+        "number": "ACME-0001",
+        "hosted_invoice_url": "https://invoice.stripe.com/i/acme_1",
+        "status": "open",
+    }
+
+
+# -- blob --------------------------------------------------------------------------------
+def _blob_put(r: Recorded) -> Any:
+    pathname = r.params["pathname"]
+    if r.query.get("addRandomSuffix") != "false":
+        stem, dot, ext = pathname.rpartition(".")
+        pathname = f"{stem}-Ab12Cd{dot}{ext}" if dot else f"{pathname}-Ab12Cd"
+    url = f"https://store1.public.blob.vercel-storage.com/{pathname}"
+    return {"url": url, "downloadUrl": f"{url}?download=1", "pathname": pathname, "contentType": "text/plain"}
+
+
+def _blob_list(r: Recorded) -> Any:
+    blob = {
+        "url": "https://store1.public.blob.vercel-storage.com/reports/a.txt",
+        "downloadUrl": "https://store1.public.blob.vercel-storage.com/reports/a.txt?download=1",
+        "pathname": "reports/a.txt",
+        "size": 12,
+        "uploadedAt": "2026-01-01T00:00:00.000Z",
+    }
+    return {"blobs": [blob], "cursor": "cur_2", "hasMore": True}
+
+
+GITHUB_HEADERS = {
+    "Authorization": "Bearer {key}",
+    "Accept": "application/vnd.github+json",
+    "X-GitHub-Api-Version": "2022-11-28",
+}
+
+APIS.update(
+    {
+        "github": Api(
+            headers=GITHUB_HEADERS,
+            unauthorized={"message": "Bad credentials"},
+            routes=[
+                Route("POST", "/repos/{owner}/{repo}/issues", _github_created, required=("title",)),
+                Route("GET", "/repos/{owner}/{repo}/issues", lambda r: [github_issue(1), github_issue(2)]),
+                Route(
+                    "GET",
+                    "/repos/{owner}/{repo}/issues/{number}",
+                    lambda r: github_issue(int(r.params["number"])),
+                ),
+                Route("PATCH", "/repos/{owner}/{repo}/issues/{number}", _github_patched),
+                Route(
+                    "GET",
+                    "/repos/{owner}/{repo}",
+                    lambda r: {
+                        "id": 1,
+                        "full_name": f"{r.params['owner']}/{r.params['repo']}",
+                        "html_url": f"https://github.com/{r.params['owner']}/{r.params['repo']}",
+                        "default_branch": "main",
+                    },
+                ),
+            ],
+        ),
+        "linear": Api(
+            headers={"Authorization": "{key}"},
+            unauthorized={"errors": [{"message": "Authentication required"}]},
+            routes=[Route("POST", "/graphql", _linear, required=("query",))],
+        ),
+        "webflow": Api(
+            headers=BEARER,
+            unauthorized={"message": "Request not authorized", "code": "not_authorized"},
+            routes=[
+                Route(
+                    "GET", "/v2/sites", lambda r: {"sites": [webflow_site("site-1"), webflow_site("site-2")]}
+                ),
+                Route("GET", "/v2/sites/{id}", lambda r: webflow_site(r.params["id"])),
+                Route(
+                    "POST",
+                    "/v2/sites/{id}/publish",
+                    _webflow_publish,
+                    required=("publishToWebflowSubdomain",),
+                ),
+            ],
+        ),
+        "clerk": Api(
+            headers=BEARER,
+            unauthorized={"errors": [{"message": "Unauthorized request", "code": "authentication_invalid"}]},
+            routes=[
+                Route("GET", "/v1/users/{id}", lambda r: clerk_user(r.params["id"])),
+                Route("POST", "/v1/users", _clerk_created, required=("email_address",)),
+                Route("PATCH", "/v1/users/{id}", _clerk_updated),
+                Route(
+                    "DELETE",
+                    "/v1/users/{id}",
+                    lambda r: {"id": r.params["id"], "object": "user", "deleted": True},
+                ),
+            ],
+        ),
+        "stripe": Api(
+            headers=BEARER,
+            unauthorized={"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}},
+            routes=[
+                Route("POST", "/v1/customers", _stripe_customer, required=("email",), form=True),
+                Route("GET", "/v1/customers", _stripe_customer_search),
+                Route("GET", "/v1/customers/{id}", _stripe_customer_get),
+                Route("POST", "/v1/invoices", _stripe_invoice, required=("customer",), form=True),
+                Route(
+                    "POST",
+                    "/v1/invoiceitems",
+                    _stripe_invoice_item,
+                    required=("customer", "invoice", "currency"),
+                    form=True,
+                ),
+                Route("POST", "/v1/invoices/{id}/finalize", _stripe_finalize),
+            ],
+        ),
+        "blob": Api(
+            headers={"Authorization": "Bearer {key}", "x-api-version": "7"},
+            unauthorized={"error": {"code": "forbidden", "message": "Access denied"}},
+            routes=[
+                Route("PUT", "/{pathname:.+}", _blob_put),
+                Route("GET", "/", _blob_list),
+            ],
+        ),
+    }
+)
