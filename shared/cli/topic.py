@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -204,7 +205,11 @@ def record(
     async def main(sink: IO[bytes]) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # Signal handlers can only be installed from the main thread (not when embedded).
+        signals = (
+            (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+        )
+        for signum in signals:
             loop.add_signal_handler(signum, stop.set)
         try:
             async with _redis(settings) as redis:
@@ -220,7 +225,7 @@ def record(
                     ),
                 )
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
 
     with click.open_file(out, "wb") as sink:
