@@ -53,6 +53,11 @@ class ErrorCode(enum.StrEnum):
     DROPPED = "dropped"
     CREDENTIALS_MISSING = "credentials_missing"
     PROVIDER_ERROR = "provider_error"
+    DESTINATION_BLOCKED = "destination_blocked"
+    RESPONSE_TOO_LARGE = "response_too_large"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    CONNECTION_FAILED = "connection_failed"
+    HTTP_ERROR = "http_error"
 
 
 class RequestData(BaseModel):

@@ -1,0 +1,536 @@
+"""The SSRF guard of the ``http`` worker: which destinations a request may reach, checked on the
+address actually connected to (policy prose: ``docs/http.md``).
+
+For every hop (the first request and each redirect) :func:`vet_url`:
+
+1. refuses schemes other than ``http``/``https`` and URLs carrying ``user:password@``;
+2. turns the host into addresses **once**: an IP literal is parsed (including the legacy
+   decimal/octal/hex IPv4 spellings ``2130706433``, ``0x7f.1``, ``017700000001``, which are
+   decoded, checked, and then refused anyway as ambiguous), a name is resolved with
+   :func:`resolve_host`;
+3. checks every address (:func:`blocked_reason`): loopback, private, link-local, CGNAT,
+   multicast, unspecified, reserved/documentation, IPv6 unique-local and site-local, the IPv4
+   embedded in IPv4-mapped, IPv4-compatible, 6to4 and NAT64 addresses, Teredo, and the cloud
+   metadata addresses are refused unless the allow-list (``FLEET_HTTP_ALLOW``) admits them;
+   a name is refused if *any* of its addresses is refused.
+
+The vetted addresses are then *pinned*: :class:`PinnedResolver` is the only resolver of the
+aiohttp connector that makes the connection, and it answers with exactly those addresses, so
+nothing can re-resolve the name between the check and the connect (DNS rebinding). The URL keeps
+the original host, so the ``Host`` header, TLS SNI and certificate verification all use the
+name, not the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
+
+from shared.contract import ErrorCode
+from shared.errors import ConfigError, ExecutionFailed
+
+__all__ = [
+    "METADATA_ADDRESSES",
+    "AllowList",
+    "DestinationBlocked",
+    "HttpPolicy",
+    "HttpSettings",
+    "InvalidUrl",
+    "PinnedResolver",
+    "VettedTarget",
+    "blocked_reason",
+    "configure",
+    "current_policy",
+    "embedded_ipv4",
+    "parse_host",
+    "resolve_host",
+    "vet_url",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ----------------------------------------------------------------------------------- errors
+
+
+class DestinationBlocked(ExecutionFailed):
+    """The URL policy refused a destination: ``destination_blocked``, never retryable.
+
+    ``details`` is ``{"host", "reason"}`` plus ``"address"`` when an address was refused.
+    """
+
+    code = ErrorCode.DESTINATION_BLOCKED
+
+    def __init__(self, message: str, *, host: str, reason: str, address: str | None = None) -> None:
+        details: dict[str, Any] = {"host": host, "reason": reason}
+        if address is not None:
+            details["address"] = address
+        super().__init__(message, retryable=False, details=details)
+        self.host = host
+        self.reason = reason
+        self.address = address
+
+
+class InvalidUrl(ValueError):
+    """A URL that cannot be a request target at all (no host, bad characters, bad port).
+
+    Callers turn it into ``invalid_input`` (the caller's URL) or ``http_error`` (a redirect's
+    ``Location``)."""
+
+
+# ------------------------------------------------------------------------------ the ranges
+
+#: Cloud metadata endpoints. They sit inside blocked ranges (or, for Azure's wireserver, in
+#: public space) and are refused even when a *range* containing them is allow-listed: only an
+#: allow-list entry naming exactly the address (``169.254.169.254`` or ``.../32``) admits one.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
+        "169.254.170.2",  # AWS ECS task metadata
+        "169.254.169.253",  # AWS VPC DNS
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "fd00:ec2::253",
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure wireserver (public address space, host-only service)
+    )
+)
+
+
+def _nets(*pairs: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
+    return tuple((ipaddress.ip_network(net), reason) for net, reason in pairs)
+
+
+_V4_BLOCKED = _nets(
+    ("0.0.0.0/8", "unspecified"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "cgnat"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "reserved"),
+    ("192.0.2.0/24", "reserved"),
+    ("192.88.99.0/24", "reserved"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "reserved"),
+    ("198.51.100.0/24", "reserved"),
+    ("203.0.113.0/24", "reserved"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),  # includes 255.255.255.255
+)
+_V6_BLOCKED = _nets(
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::/96", "reserved"),  # IPv4-compatible (deprecated); never a real destination
+    ("64:ff9b:1::/48", "private"),  # local-use NAT64 (RFC 8215)
+    ("100::/64", "reserved"),  # discard-only
+    ("2001::/32", "reserved"),  # Teredo: the tunnelled IPv4 client cannot be vetted
+    ("2001::/23", "reserved"),
+    ("2001:db8::/32", "reserved"),
+    ("3fff::/20", "reserved"),
+    ("fc00::/7", "unique-local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"),
+    ("ff00::/8", "multicast"),
+)
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.ip_network("2002::/16")
+
+
+def _without_zone(ip: IPAddress) -> IPAddress:
+    # A zone index (fe80::1%eth0) only selects an interface; ranges are matched without it.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+    return ip
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and would reach: IPv4-mapped (``::ffff:a.b.c.d``),
+    NAT64 (``64:ff9b::a.b.c.d``) or 6to4 (``2002:AABB:CCDD::``); ``None`` otherwise."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip in _MAPPED:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _SIXTOFOUR:
+        return ip.sixtofour
+    return None
+
+
+def blocked_reason(ip: IPAddress) -> str | None:
+    """Why ``ip`` may not be reached without an allow-list entry, or ``None`` for a public
+    address. Reasons: ``metadata``, ``loopback``, ``private``, ``link-local``, ``cgnat``,
+    ``multicast``, ``unspecified``, ``reserved``, ``unique-local``, ``site-local``, each
+    prefixed with ``ipv4-mapped ``/``nat64 ``/``6to4 `` when found in an embedded IPv4."""
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        reason = blocked_reason(inner)
+        if reason is None:
+            return None
+        kind = "ipv4-mapped" if ip in _MAPPED else "nat64" if ip in _NAT64 else "6to4"
+        return f"{kind} {reason}"
+    ip = _without_zone(ip)
+    if ip in METADATA_ADDRESSES:
+        return "metadata"
+    for net, reason in _V4_BLOCKED if ip.version == 4 else _V6_BLOCKED:
+        if ip in net:
+            return reason
+    # Whatever the standard library knows to be non-global that the tables above missed.
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return "reserved"
+    return None
+
+
+# ---------------------------------------------------------------------------- allow-list
+
+_HOSTNAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*\.?$")
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class AllowList:
+    """Destinations admitted despite :func:`blocked_reason` (``FLEET_HTTP_ALLOW``).
+
+    Entries, comma-separated: an IP or CIDR (``127.0.0.1``, ``10.20.0.0/16``, ``fd00::/8``)
+    admits the addresses inside it (and IPv6 addresses embedding an IPv4 inside it); a hostname
+    (``api.internal``) admits that exact name whatever it resolves to; ``*.svc.local`` admits
+    every name below ``svc.local`` (not ``svc.local`` itself). Metadata addresses are admitted
+    only by an entry naming exactly that address.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str]) -> AllowList:
+        """Parse the comma-separated entries; an entry that is neither fails with ConfigError."""
+        entries = text.split(",") if isinstance(text, str) else list(text)
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        suffixes: list[str] = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            name = entry.removeprefix("*.").rstrip(".")
+            labels = name.split(".")
+            if not _HOSTNAME.match(name) or _NUMERIC_LABEL.match(labels[-1]):
+                raise ConfigError(f"FLEET_HTTP_ALLOW entry {raw.strip()!r} is not a hostname, IP or CIDR")
+            if entry.startswith("*."):
+                suffixes.append("." + name)
+            else:
+                hosts.add(name)
+        return cls(networks=tuple(networks), hosts=frozenset(hosts), suffixes=tuple(suffixes))
+
+    def admits_host(self, host: str) -> bool:
+        name = host.lower().rstrip(".")
+        return name in self.hosts or any(name.endswith(s) for s in self.suffixes)
+
+    def admits_address(self, ip: IPAddress) -> bool:
+        ip = _without_zone(ip)
+        candidates = [ip]
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            candidates.append(inner)
+        for candidate in candidates:
+            exact_only = candidate in METADATA_ADDRESSES
+            for net in self.networks:
+                if candidate in net and (not exact_only or net.num_addresses == 1):
+                    return True
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.hosts or self.suffixes)
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+class HttpSettings(BaseSettings):
+    """Settings of the ``http`` worker (``FLEET_HTTP_*``), read once per process by
+    :func:`current_policy`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_HTTP_", frozen=True, extra="ignore")
+
+    allow: str = Field(
+        default="",
+        description="Destinations the `http` worker may reach despite the SSRF guard, comma-separated: "
+        "hostnames (`api.internal`, `*.svc.cluster.local`), IPs or CIDRs (`10.1.0.0/16`). Empty: only "
+        "public addresses.",
+    )
+    max_response_bytes: int = Field(
+        default=10_485_760,
+        ge=1,
+        description="Largest response body (after Content-Encoding) the `http` worker reads; "
+        "larger fails `response_too_large`.",
+    )
+    max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Redirects the `http` worker follows, each re-checked; one more fails "
+        "`too_many_redirects`.",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpPolicy:
+    """What the client enforces: the allow-list and the limits (see :class:`HttpSettings`)."""
+
+    allow: AllowList = field(default_factory=AllowList)
+    max_response_bytes: int = 10_485_760
+    max_redirects: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: HttpSettings) -> HttpPolicy:
+        return cls(
+            allow=AllowList.parse(settings.allow),
+            max_response_bytes=settings.max_response_bytes,
+            max_redirects=settings.max_redirects,
+        )
+
+
+_policy: HttpPolicy | None = None
+
+
+def current_policy() -> HttpPolicy:
+    """The process's policy: the one given to :func:`configure`, else built from the
+    environment (``FLEET_HTTP_*``) on first use."""
+    global _policy
+    if _policy is None:
+        _policy = HttpPolicy.from_settings(HttpSettings())
+    return _policy
+
+
+def configure(policy: HttpPolicy | HttpSettings | None) -> None:
+    """Set the process's policy; ``None`` forgets it (re-read from the environment next time)."""
+    global _policy
+    _policy = HttpPolicy.from_settings(policy) if isinstance(policy, HttpSettings) else policy
+
+
+# ------------------------------------------------------------------------ hosts and DNS
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """Decode the inet_aton spellings (``2130706433``, ``0x7f.1``, ``0177.0.0.1``, ``127.1``) the
+    way resolvers and browsers do; ``None`` when ``host`` is not such a number."""
+    parts = host.split(".")
+    if len(parts) > 4:
+        return None
+    numbers: list[int] = []
+    for part in parts:
+        if not _NUMERIC_LABEL.match(part):
+            return None
+        try:
+            if part.startswith("0x"):
+                numbers.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part.startswith("0"):
+                numbers.append(int(part, 8))
+            else:
+                numbers.append(int(part, 10))
+        except ValueError:  # e.g. "09": not octal
+            return None
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def parse_host(host: str) -> IPAddress | str:
+    """An IP literal as an address, a hostname as its normalised (lower-case, IDNA) text.
+
+    Raises :class:`InvalidUrl` for what is neither. Legacy IPv4 spellings come back as the
+    address they mean (callers refuse them after the range check, see :func:`vet_url`).
+    """
+    text = host.strip("[]").lower()
+    if not text:
+        raise InvalidUrl("the URL has no host")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    name = text.rstrip(".")
+    labels = name.split(".")
+    if labels and _NUMERIC_LABEL.match(labels[-1]):
+        # WHATWG URL rule: a host whose last label is a number is an IPv4 address, or invalid.
+        legacy = _legacy_ipv4(name)
+        if legacy is None:
+            raise InvalidUrl(f"host {host!r} is neither an IPv4 address nor a hostname")
+        return legacy
+    if not _HOSTNAME.match(text):
+        raise InvalidUrl(f"host {host!r} is not a valid hostname")
+    return text
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Resolve ``host`` with the system resolver: its distinct addresses, in order.
+
+    The one DNS lookup of a hop (tests replace this function). Raises :class:`OSError`
+    (``socket.gaierror``) when the name does not resolve.
+    """
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    seen: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = str(sockaddr[0])
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+@dataclass(frozen=True, slots=True)
+class VettedTarget:
+    """A URL that passed :func:`vet_url` and the addresses it may be connected to.
+
+    ``host`` is the URL's raw host as aiohttp will hand it to the resolver; ``addresses`` is
+    empty for an IP-literal host (aiohttp connects to the literal without resolving)."""
+
+    url: URL
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
+async def vet_url(url: URL, policy: HttpPolicy) -> VettedTarget:
+    """Check ``url`` against the policy and resolve its host once (module docstring).
+
+    Raises :class:`DestinationBlocked` (policy), :class:`InvalidUrl` (not a usable URL) or
+    :class:`OSError` (the name does not resolve).
+    """
+    if url.scheme not in ("http", "https"):
+        raise DestinationBlocked(
+            f"scheme {url.scheme or '(none)'!r} is not allowed; use http or https",
+            host=url.raw_host or "",
+            reason="scheme",
+        )
+    host = url.raw_host
+    if not host:
+        raise InvalidUrl("the URL has no host")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise DestinationBlocked(
+            "credentials in the URL (user:password@) are not allowed; send them in a header",
+            host=host,
+            reason="userinfo",
+        )
+    try:
+        port = url.port
+    except ValueError as exc:
+        raise InvalidUrl(f"bad port: {exc}") from None
+    if port is None or not 0 < port < 65536:
+        raise InvalidUrl(f"bad port {port!r}")
+    parsed = parse_host(host)
+    if isinstance(parsed, str):
+        addresses = await resolve_host(host, port)
+        if not addresses:
+            raise OSError(f"{host} resolved to no address")
+        if not policy.allow.admits_host(parsed):
+            for address in addresses:
+                _check_address(ipaddress.ip_address(address), host, policy)
+        return VettedTarget(url=url, host=host, port=port, addresses=tuple(addresses))
+    _check_address(parsed, host, policy)
+    if parsed.version == 4 and str(parsed) != host:
+        # 2130706433, 0x7f.1, 127.1: the address itself is admissible, the spelling is not —
+        # different parsers disagree on it, which is how guards get bypassed.
+        raise DestinationBlocked(
+            f"host {host!r} is a non-canonical IPv4 address; write it as {parsed}",
+            host=host,
+            reason="non-canonical-ip",
+            address=str(parsed),
+        )
+    return VettedTarget(url=url, host=host, port=port, addresses=())
+
+
+def _check_address(ip: IPAddress, host: str, policy: HttpPolicy) -> None:
+    reason = blocked_reason(ip)
+    if reason is None or policy.allow.admits_address(ip):
+        return
+    raise DestinationBlocked(
+        f"destination {host} ({ip}) is not allowed: {reason} address (FLEET_HTTP_ALLOW can admit it)",
+        host=host,
+        reason=reason,
+        address=str(ip),
+    )
+
+
+# ------------------------------------------------------------------------------- pinning
+
+
+class PinnedResolver(AbstractResolver):
+    """The aiohttp resolver of one request: answers only with addresses :func:`vet_url` vetted.
+
+    :meth:`pin` records a hop's addresses before the hop's request; :meth:`resolve` returns
+    exactly those for the same host and refuses any other host (fail closed), so the
+    connector never performs a DNS lookup of its own.
+    """
+
+    def __init__(self) -> None:
+        self._pins: dict[str, tuple[str, ...]] = {}
+        self.calls: list[str] = []
+
+    def pin(self, target: VettedTarget) -> None:
+        if target.addresses:
+            self._pins[_pin_key(target.host)] = target.addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[ResolveResult]:
+        self.calls.append(host)
+        addresses = self._pins.get(_pin_key(host))
+        if not addresses:
+            raise DestinationBlocked(
+                f"connection to unvetted host {host} refused", host=host, reason="not-vetted"
+            )
+        results: list[ResolveResult] = []
+        for address in addresses:
+            is_v6 = ":" in address
+            wanted = socket.AF_INET6 if is_v6 else socket.AF_INET
+            if family not in (socket.AF_UNSPEC, wanted):
+                continue
+            results.append(
+                ResolveResult(
+                    hostname=host,
+                    host=address.split("%", 1)[0],
+                    port=port,
+                    family=wanted,
+                    proto=socket.IPPROTO_TCP,
+                    flags=socket.AI_NUMERICHOST,
+                )
+            )
+        if not results:
+            raise DestinationBlocked(
+                f"no vetted address of {host} in the connector's address family",
+                host=host,
+                reason="not-vetted",
+            )
+        return results
+
+    async def close(self) -> None:
+        self._pins.clear()
+
+
+def _pin_key(host: str) -> str:
+    # aiohttp collapses repeated trailing dots before resolving; compare names without them.
+    return host.lower().rstrip(".")
