@@ -52,12 +52,17 @@ class ErrorCode(enum.StrEnum):
     MAX_DELIVERIES_EXCEEDED = "max_deliveries_exceeded"
     DROPPED = "dropped"
     CREDENTIALS_MISSING = "credentials_missing"
+    FUNCTION_DISABLED = "function_disabled"
+    INVALID_OUTPUT = "invalid_output"
+    TEMPLATE_UNRESOLVED = "template_unresolved"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
     PROVIDER_ERROR = "provider_error"
     DESTINATION_BLOCKED = "destination_blocked"
     RESPONSE_TOO_LARGE = "response_too_large"
     TOO_MANY_REDIRECTS = "too_many_redirects"
     CONNECTION_FAILED = "connection_failed"
     HTTP_ERROR = "http_error"
+    IMAGE_PULL_FAILED = "image_pull_failed"
 
 
 class RequestData(BaseModel):

@@ -305,6 +305,7 @@ def replay(
     """Republish the requests recorded in FILE, in order, and write their results.
 
     Only requests are republished; results in FILE are the "before" side for `topic diff`.
+    Each goes to --to, else where it was recorded (dead letters: the topic they came from).
     Exit 0 when every request got a result, 1 when some did not within --timeout.
     """
     if rate is not None and timing == "original":
@@ -317,6 +318,7 @@ def replay(
         timing=timing,
         new_ids=new_ids,
         timeout=timeout,
+        dlq_suffix=settings.dlq_suffix,
     )
 
     async def main(sink: IO[bytes]) -> Any:

@@ -2,8 +2,9 @@
 
 Only request events are republished (see :func:`shared.replay.records.is_request`); results in
 the file are the "before" side of a later :mod:`diff` and are skipped here. Each request goes to
-``--to`` when given, else to the topic it was dead-lettered from (``fleet.topic`` metadata, so
-a DLQ export replays where it belongs), else to the stream it was recorded on.
+``--to`` when given, else to the topic it was dead-lettered from — ``fleet.topic`` metadata, or
+for daprd's dead letters (which do not say) the recorded stream without the DLQ suffix — so a
+DLQ export replays where it belongs, else to the stream it was recorded on.
 
 Ids:
 
@@ -58,6 +59,8 @@ class ReplayOptions:
     timing: Literal["fast", "original"] = "fast"
     new_ids: bool = True
     timeout: float = 60.0
+    #: a recorded stream ending in this is a dead-letter topic: replay to the topic it serves.
+    dlq_suffix: str | None = None
 
 
 @dataclass(slots=True)
@@ -209,5 +212,8 @@ def _target(record: dict[str, Any], options: ReplayOptions) -> str:
         return origin
     stream = record.get("stream")
     if isinstance(stream, str) and stream:
+        suffix = options.dlq_suffix
+        if suffix and stream.endswith(suffix) and len(stream) > len(suffix):
+            return stream[: -len(suffix)]
         return stream
     raise ReplayError(f"request {record.get('event', {}).get('id')!r} names no topic; pass --to")

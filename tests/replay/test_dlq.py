@@ -5,6 +5,7 @@ moves it back atomically with a fresh delivery count, and a fixed function compl
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from shared.client import FleetClient
 from shared.settings import Settings
 from tests.conftest import read_results
-from tests.replay.conftest import CliCall
+from tests.replay.conftest import CliCall, read_jsonl
 from tests.replay.functions import FLAKY, Flaky
 
 
@@ -64,7 +65,7 @@ async def test_poison_request_dead_letters_then_redrive_after_fix_completes(
 
 
 async def test_dapr_written_dead_letters_look_the_same(
-    settings: Settings, redis: Redis, run_worker: Callable[..., Any], fleet: CliCall
+    settings: Settings, redis: Redis, run_worker: Callable[..., Any], fleet: CliCall, tmp_path: Path
 ) -> None:
     topic, dlq = settings.topic_for("ai"), settings.dlq_for(settings.topic_for("ai"))
     # What daprd's deadLetterTopic writes: the original data (its own envelope, Go's sorted
@@ -99,18 +100,30 @@ async def test_dapr_written_dead_letters_look_the_same(
     assert "error: unknown" in shown.output
     assert "deliveries: unknown" in shown.output
 
+    # An export of the DLQ replays to the topic it serves, under a new id.
+    exported = tmp_path / "dlq.jsonl"
+    assert (await fleet("topic", "export", dlq, "--out", str(exported))).exit_code == 0
+    replayed = tmp_path / "replayed.jsonl"
+    async with run_worker("ai"):
+        replay = await fleet("topic", "replay", str(exported), "--results", str(replayed), "--timeout", "30")
+    assert replay.exit_code == 0, replay.output
+    [again_result] = read_jsonl(replayed)
+    assert again_result["replay"]["original_id"] == "dapr-1"
+    assert again_result["event"]["data"]["output"] == {"hello": "dapr"}
+    assert await redis.xlen(dlq) == 1
+
     moved = await fleet("dlq", "redrive", "ai", "--id", entry_id)
     assert moved.exit_code == 0, moved.output
     again = await fleet("dlq", "redrive", "ai", "--id", entry_id)
     assert again.exit_code == 1  # already moved: nothing duplicated
     assert f"not in {dlq}: {entry_id}" in again.output
     assert await redis.xlen(dlq) == 0
-    [(_, fields)] = await redis.xrange(topic)
+    [(_, fields)] = await redis.xrevrange(topic, count=1)
     assert fields[b"data"] == data  # the bytes daprd wrote, untouched
     assert orjson.loads(fields[b"metadata"]) == {"fleet.redriven-from": entry_id}
 
     async with run_worker("ai"):
-        [result] = await read_results(redis, settings.results_topic, 1, timeout=30)
+        [_, result] = await read_results(redis, settings.results_topic, 2, timeout=30)
     assert result["executionid"] == "dapr-1"
     assert result["data"]["output"] == {"hello": "dapr"}
 

@@ -59,7 +59,9 @@ async def test_round_trip_identical_then_changed_function(
         )
 
         same = tmp_path / "same.jsonl"
-        replay = await fleet("topic", "replay", str(before), "--results", str(same), "--timeout", "30")
+        replay = await fleet(
+            "topic", "replay", str(before), "--timing", "original", "--results", str(same), "--timeout", "30"
+        )
         assert replay.exit_code == 0, replay.output
         results = read_jsonl(same)
         assert sorted(r["replay"]["original_id"] for r in results) == sorted(ids)
