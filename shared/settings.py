@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.contract import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPIC_PREFIX, DLQ_SUFFIX
 
@@ -134,6 +134,50 @@ class Settings(BaseSettings):
         description="Read secrets from the Dapr secret store; `auto` = when DAPR_HTTP_PORT is set.",
     )
     dapr_secret_store: str = Field(default="kubernetes", description="Dapr secret store component name.")
+
+    # Registry, execution history, idempotency (docs/registry.md)
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the function registry and execution history. Unset: workers "
+        "serve the in-code built-ins without history; `fleet up` starts an embedded PostgreSQL.",
+    )
+    database_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a database call may take before it counts as an outage."
+    )
+    registry_cache_ttl: float = Field(
+        default=60.0, ge=0, description="Seconds a function definition is cached (NOTIFY invalidates sooner)."
+    )
+    history_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Execution history older than this is pruned (also the idempotency window).",
+    )
+    history_prune_interval: float = Field(
+        default=3600.0, gt=0, description="Seconds between history prunes run by workers."
+    )
+    history_buffer: int = Field(
+        default=10_000,
+        ge=1,
+        description="History writes held in memory while the database is down; when full, workers stop "
+        "acknowledging new work until it returns.",
+    )
+    lease_margin_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="An execution claim lasts the function's timeout plus this margin; a claim whose worker "
+        "died is taken over after it expires.",
+    )
+    extra_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Python modules with built-ins to import in every worker (comma-separated).",
+    )
+
+    @field_validator("extra_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
 
     @field_validator("topic_prefix", "results_topic", "group_prefix", "consumer_name")
     @classmethod

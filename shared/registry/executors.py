@@ -1,0 +1,68 @@
+"""Executors: how a registry function that is not a Python built-in runs, by ``execution_type``.
+
+The OCI and HTTP issues plug theirs in with :func:`register_executor` (at import of their
+worker package); until one is registered, such a function fails with ``backend_unavailable``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shared.contract import ErrorCode
+from shared.errors import ExecutionFailed
+from shared.functions import ExecutionContext, Handler
+from shared.registry.models import FunctionRecord
+
+__all__ = ["EXECUTORS", "Executor", "executor_handler", "missing_builtin_handler", "register_executor"]
+
+
+class Executor(Protocol):
+    """Runs one execution of ``function`` (an ``oci`` or ``http`` row) with validated input.
+
+    Same contract as a built-in handler: return JSON-serialisable output, raise
+    :class:`~shared.errors.ExecutionFailed` with a stable code, or
+    :class:`~shared.errors.Retry`.
+    """
+
+    async def execute(self, function: FunctionRecord, data: Any, ctx: ExecutionContext) -> Any: ...
+
+
+#: execution_type → executor, filled by the packages that implement them.
+EXECUTORS: dict[str, Executor] = {}
+
+
+def register_executor(execution_type: str, executor: Executor) -> None:
+    """Make ``executor`` run every function whose ``execution_type`` is ``execution_type``."""
+    EXECUTORS[execution_type] = executor
+
+
+def executor_handler(record: FunctionRecord) -> Handler:
+    """A handler for ``record`` that finds its executor when called (so an executor registered
+    after the function was cached still serves it)."""
+
+    async def handler(data: Any, ctx: ExecutionContext) -> Any:
+        executor = EXECUTORS.get(record.execution_type)
+        if executor is None:
+            raise ExecutionFailed(
+                f"no {record.execution_type} executor in this worker for {record.slug}",
+                code=ErrorCode.BACKEND_UNAVAILABLE,
+                retryable=True,
+                details={"execution_type": record.execution_type},
+            )
+        return await executor.execute(record, data, ctx)
+
+    return handler
+
+
+def missing_builtin_handler(slug: str) -> Handler:
+    """The handler of a built-in the registry knows but this process did not import."""
+
+    async def handler(data: Any, ctx: ExecutionContext) -> Any:
+        raise ExecutionFailed(
+            f"built-in {slug} is not installed in this worker",
+            code=ErrorCode.BACKEND_UNAVAILABLE,
+            retryable=True,
+            details={"execution_type": "builtin"},
+        )
+
+    return handler

@@ -1,0 +1,177 @@
+"""What the registry stores: :class:`FunctionRecord` (a row of ``functions``) and
+:class:`FunctionDefinition` (what `fleet functions register` accepts for oci/http functions)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.domains import get_domain
+from shared.errors import ConfigError
+
+__all__ = ["EXECUTION_TYPES", "FunctionDefinition", "FunctionRecord", "check_schema"]
+
+EXECUTION_TYPES = ("builtin", "oci", "http")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
+_CREDENTIAL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+
+
+def check_schema(schema: Any, what: str) -> None:
+    """Raise ``ValueError`` unless ``schema`` is a valid JSON Schema (draft 2020-12)."""
+    if not isinstance(schema, dict | bool):
+        raise ValueError(f"{what} must be a JSON Schema object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"{what} is not a valid JSON Schema: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionRecord:
+    """One row of ``functions``."""
+
+    id: str
+    slug: str
+    name: str
+    description: str
+    plugin_id: str
+    version: int
+    domain: str | None
+    execution_type: str
+    image_ref: str | None = None
+    command: list[str] | None = None
+    working_dir: str | None = None
+    container_env: dict[str, str] | None = None
+    webhook_url: str | None = None
+    webhook_method: str | None = None
+    webhook_headers: dict[str, str] | None = None
+    webhook_timeout_seconds: float | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    timeout_seconds: float | None = None
+    retry_policy: dict[str, Any] | None = None
+    max_concurrency: int | None = None
+    credentials: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    is_builtin: bool = False
+    is_enabled: bool = True
+    is_deprecated: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    created_by: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> FunctionRecord:
+        values = dict(row)
+        values["id"] = str(values["id"])
+        values["credentials"] = tuple(values.get("credentials") or ())
+        values["tags"] = tuple(values.get("tags") or ())
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ISO strings) for `--json` output."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name == "extra":
+                continue
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+class FunctionDefinition(BaseModel):
+    """A registrable (``oci`` or ``http``) function, as read from a YAML/JSON file.
+
+    Built-ins are not registered this way: they come from code (``fleet functions sync``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slug: str = Field(description="<plugin>/<action>, lower case")
+    name: str | None = None
+    description: str = ""
+    domain: str = Field(description="the domain whose worker runs it (oci, http, ...)")
+    execution_type: Literal["oci", "http"]
+    image_ref: str | None = None
+    command: list[str] | None = None
+    working_dir: str | None = None
+    container_env: dict[str, str] | None = None
+    webhook_url: str | None = None
+    webhook_method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] | None = None
+    webhook_headers: dict[str, str] | None = None
+    webhook_timeout_seconds: float | None = Field(default=None, gt=0)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    retry_policy: dict[str, Any] | None = None
+    max_concurrency: int | None = Field(default=None, gt=0)
+    credentials: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    is_deprecated: bool = False
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError("must look like '<plugin>/<action>' (lower case, digits, '-', '_', '.')")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        try:
+            return get_domain(value).name
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: list[str]) -> list[str]:
+        bad = [k for k in value if not _CREDENTIAL_KEY.match(k)]
+        if bad:
+            raise ValueError(f"invalid credential keys: {bad}")
+        return value
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_schema(value, "the schema")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> FunctionDefinition:
+        if self.execution_type == "oci":
+            if not self.image_ref:
+                raise ValueError("an oci function needs image_ref")
+            if self.webhook_url or self.webhook_method or self.webhook_headers:
+                raise ValueError("webhook_* fields belong to http functions")
+        else:
+            if not self.webhook_url:
+                raise ValueError("an http function needs webhook_url")
+            if not re.match(r"^https?://", self.webhook_url):
+                raise ValueError("webhook_url must be an http(s) URL")
+            if self.image_ref or self.command or self.working_dir or self.container_env:
+                raise ValueError("image_ref/command/working_dir/container_env belong to oci functions")
+        return self
+
+    @property
+    def plugin_id(self) -> str:
+        return self.slug.split("/", 1)[0]
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.slug.split("/", 1)[1].replace("-", " ").title()

@@ -1,0 +1,58 @@
+"""Execution history and exactly-once effect, through real workers on Redis + PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.assemble import create_worker
+from shared.settings import Settings
+from tests.conftest import read_results, running
+from tests.registry.conftest import execution_row, publish
+from tests.registry.fixtures_functions import TEST_FUNCTIONS
+
+
+async def test_every_request_gets_a_history_row(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+) -> None:
+    settings = registry_settings()
+    worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
+    async with running(worker):
+        ok = await publish(
+            redis, settings, "system/echo", {"hello": "world"}, workflow_execution_id="wf-1", node_id="n1"
+        )
+        failed = await publish(redis, settings, "system/fail", {"message": "nope"})
+        unknown = await publish(redis, settings, "nobody/nothing", {})
+        results = await read_results(redis, settings.results_topic, 3)
+    by_id = {r["data"]["execution_id"]: r["data"] for r in results}
+    assert by_id[ok]["status"] == "completed"
+
+    row = await execution_row(pool, ok)
+    assert row is not None
+    assert row["status"] == "completed"
+    assert row["output"] == {"hello": "world"}
+    assert row["input"] == {"hello": "world"}
+    assert row["workflow_execution_id"] == "wf-1"
+    assert row["node_id"] == "n1"
+    assert row["function_id"] is not None
+    assert row["function_slug"] == "system/echo"
+    assert row["attempt"] == 1
+    assert row["started_at"] is not None
+    assert row["completed_at"] >= row["started_at"]
+    assert row["duration_ms"] == by_id[ok]["duration_ms"]
+    assert row["result"] == by_id[ok]
+    assert row["lease_owner"] is None
+
+    row = await execution_row(pool, failed)
+    assert row is not None
+    assert row["status"] == "failed"
+    assert row["error"]["code"] == "function_failed"
+    assert row["error"]["message"] == "nope"
+
+    row = await execution_row(pool, unknown)
+    assert row is not None
+    assert row["status"] == "failed"
+    assert row["error"]["code"] == "unknown_function"
+    assert row["function_id"] is None
