@@ -57,6 +57,13 @@ class ResultCollector:
         self._pending.setdefault(execution_id, deque()).append(original_id)
         self._outstanding += 1
 
+    def raise_if_failed(self) -> None:
+        """Re-raise the reader's error now, if it died (so a replay stops publishing)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            error = self._task.exception()
+            if error is not None:
+                raise error
+
     @property
     def outstanding(self) -> int:
         """Awaited results not yet seen."""

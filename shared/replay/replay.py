@@ -155,6 +155,7 @@ async def replay_requests(
     async def flush() -> None:
         if not batch:
             return
+        collector.raise_if_failed()
         async with redis_errors_as_transport("republishing requests"):
             pipe = redis.pipeline(transaction=False)
             for topic, fields in batch:
