@@ -24,7 +24,6 @@ Non-2xx statuses are not failures here: they are responses (callers decide).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -115,10 +114,7 @@ def decode_body(body: bytes, content_type: str, charset: str | None) -> Any:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            try:  # orjson refuses integers beyond 64 bits; the standard library does not
-                return json.loads(body)
-            except ValueError:
-                pass
+            pass
     try:
         return body.decode(charset or "utf-8", errors="replace")
     except LookupError:
