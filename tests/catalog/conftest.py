@@ -31,6 +31,7 @@ StartFake = Callable[..., Awaitable[FakeProvider]]
 async def _provider_clients(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """Fresh provider settings and clients per test; every client closed after it."""
     monkeypatch.setenv("FLEET_PROVIDER_BACKOFF", "0")
+    monkeypatch.setenv("FLEET_FAL_POLL_INTERVAL", "0")
     await close_providers()
     yield
     await close_providers()

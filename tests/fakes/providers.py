@@ -34,6 +34,7 @@ class Recorded:
     headers: dict[str, str]  # lower-case names
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # path parameters of the matched route
+    origin: str = ""  # scheme://host:port the request was sent to
 
     @property
     def json(self) -> Any:
@@ -166,6 +167,7 @@ class FakeProvider:
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            origin=f"{request.scheme}://{request.host}",
         )
         self.requests.append(recorded)
         for name, expected in self.api.headers.items():
@@ -231,6 +233,13 @@ CREDENTIALS: dict[str, dict[str, str]] = {
     "clerk": {"CLERK_SECRET_KEY": "sk_test_clerk_secret"},
     "stripe": {"STRIPE_SECRET_KEY": "sk_test_stripe_secret"},
     "blob": {"BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_test_token"},
+    "openai": {"OPENAI_API_KEY": "sk-test-openai-key"},
+    "anthropic": {"ANTHROPIC_API_KEY": "sk-ant-test-anthropic-key"},
+    "perplexity": {"PERPLEXITY_API_KEY": "pplx-test-perplexity-key"},
+    "fal": {"FAL_API_KEY": "fal-test-key-id:fal-test-secret"},
+    "firecrawl": {"FIRECRAWL_API_KEY": "fc-test-firecrawl-key"},
+    "superagent": {"SUPERAGENT_API_KEY": "sa-test-superagent-key"},
+    "v0": {"V0_API_KEY": "v0-test-key"},
 }
 
 
@@ -563,6 +572,219 @@ APIS.update(
             routes=[
                 Route("PUT", "/{pathname:.+}", _blob_put),
                 Route("GET", "/", _blob_list),
+            ],
+        ),
+    }
+)
+
+
+# -- openai ------------------------------------------------------------------------------
+def _openai_chat(r: Recorded) -> Any:
+    body = r.json
+    if "response_format" in body:
+        content = json.dumps({"summary": "All good", "score": 9, "urgent": False})
+    else:
+        content = "Hello from the model."
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+    }
+
+
+# -- anthropic ---------------------------------------------------------------------------
+def _anthropic_messages(r: Recorded) -> Any:
+    body = r.json
+    if "tools" in body:
+        content: list[dict[str, Any]] = [
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "result",
+                "input": {"summary": "All good", "score": 9},
+            }
+        ]
+    else:
+        content = [{"type": "text", "text": "Hello from "}, {"type": "text", "text": "Claude."}]
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": "end_turn",
+    }
+
+
+# -- perplexity --------------------------------------------------------------------------
+def _perplexity(r: Recorded) -> Any:
+    body = r.json
+    return {
+        "id": "pplx-1",
+        "model": body["model"],
+        "citations": ["https://example.org/a", "https://example.org/b"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": f"Answer about: {body['messages'][-1]['content']}",
+                },
+            }
+        ],
+    }
+
+
+# -- fal ---------------------------------------------------------------------------------
+def _fal_submit(r: Recorded) -> Any:
+    model = r.params["model"]
+    base = f"{r.origin}/{model}/requests/req-1"
+    return {
+        "request_id": "req-1",
+        "status": "IN_QUEUE",
+        "queue_position": 0,
+        "status_url": f"{base}/status",
+        "response_url": base,
+    }
+
+
+def _fal_result(r: Recorded) -> Any:
+    model = r.params["model"]
+    if any(word in model for word in ("video", "minimax", "luma", "runway")):
+        return {"video": {"url": "https://fal.media/files/out.mp4"}}
+    if any(word in model for word in ("upscaler", "esrgan", "birefnet")):
+        return {"image": {"url": "https://fal.media/files/out.png", "width": 2048, "height": 1536}}
+    return {"images": [{"url": "https://fal.media/files/out.jpg", "width": 1024, "height": 576}], "seed": 1}
+
+
+# -- superagent --------------------------------------------------------------------------
+def _superagent_guard(r: Recorded) -> Any:
+    return {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": {
+                        "classification": "block",
+                        "violation_types": ["prompt_injection"],
+                        "cwe_codes": ["CWE-77"],
+                    },
+                    "reasoning": "Tries to override instructions.",
+                }
+            }
+        ]
+    }
+
+
+def _superagent_redact(r: Recorded) -> Any:
+    return {
+        "choices": [
+            {"message": {"role": "assistant", "content": "Call me at <PHONE>.", "reasoning": "phone number"}}
+        ]
+    }
+
+
+# -- v0 ----------------------------------------------------------------------------------
+def _v0_chat(r: Recorded) -> Any:
+    chat_id = r.params.get("id", "chat-1")
+    return {
+        "id": chat_id,
+        "object": "chat",
+        "webUrl": f"https://v0.dev/chat/{chat_id}",
+        "latestVersion": {
+            "id": "ver-1",
+            "status": "completed",
+            "demoUrl": f"https://demo-{chat_id}.vusercontent.net",
+        },
+    }
+
+
+APIS.update(
+    {
+        "openai": Api(
+            headers=BEARER,
+            routes=[
+                Route("POST", "/v1/chat/completions", _openai_chat, required=("model", "messages")),
+                Route(
+                    "POST",
+                    "/v1/images/generations",
+                    lambda r: {"created": 1, "data": [{"b64_json": "aGVsbG8="}]},
+                    required=("model", "prompt"),
+                ),
+            ],
+        ),
+        "anthropic": Api(
+            headers={"x-api-key": "{key}", "anthropic-version": "2023-06-01"},
+            unauthorized={
+                "type": "error",
+                "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            },
+            routes=[
+                Route(
+                    "POST", "/v1/messages", _anthropic_messages, required=("model", "max_tokens", "messages")
+                )
+            ],
+        ),
+        "perplexity": Api(
+            headers=BEARER,
+            routes=[Route("POST", "/chat/completions", _perplexity, required=("model", "messages"))],
+        ),
+        "fal": Api(
+            headers={"Authorization": "Key {key}"},
+            unauthorized={"detail": "No user found for Key ID and Secret"},
+            routes=[
+                Route(
+                    "GET",
+                    "/{model:.+}/requests/{id}/status",
+                    lambda r: {"status": "COMPLETED", "request_id": r.params["id"]},
+                ),
+                Route("GET", "/{model:.+}/requests/{id}", _fal_result),
+                Route("POST", "/{model:.+}", _fal_submit),
+            ],
+        ),
+        "firecrawl": Api(
+            headers=BEARER,
+            routes=[
+                Route(
+                    "POST",
+                    "/v1/scrape",
+                    lambda r: {
+                        "success": True,
+                        "data": {
+                            "markdown": "# Example",
+                            "metadata": {"title": "Example", "statusCode": 200},
+                        },
+                    },
+                    required=("url",),
+                ),
+                Route(
+                    "POST",
+                    "/v1/search",
+                    lambda r: {
+                        "success": True,
+                        "data": [
+                            {"url": "https://example.org", "title": "Example", "description": "An example"}
+                        ],
+                    },
+                    required=("query",),
+                ),
+            ],
+        ),
+        "superagent": Api(
+            headers=BEARER,
+            routes=[
+                Route("POST", "/api/guard", _superagent_guard, required=("text",)),
+                Route("POST", "/api/redact", _superagent_redact, required=("text",)),
+            ],
+        ),
+        "v0": Api(
+            headers=BEARER,
+            routes=[
+                Route("POST", "/v1/chats", _v0_chat, required=("message",)),
+                Route("POST", "/v1/chats/{id}/messages", _v0_chat, required=("message",)),
             ],
         ),
     }
