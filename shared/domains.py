@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 
 from shared.errors import ConfigError
 
-__all__ = ["DOMAINS", "Domain", "Resources", "get_domain"]
+__all__ = ["DOMAINS", "EGRESS_POLICIES", "Domain", "Resources", "get_domain"]
+
+#: What a domain's NetworkPolicy lets it reach beyond DNS, Redis, the Dapr control plane and the
+#: trace collector (the ``egress`` field). The manifests renderer rejects any other value.
+EGRESS_POLICIES: dict[str, str] = {
+    "internet": "HTTPS/HTTP (TCP 443, 80) to public addresses: SaaS provider APIs",
+    "internet-only": "any port on public addresses; cluster-internal and private ranges refused "
+    "(a second line behind the SSRF guard)",
+    "kubernetes-api": "the Kubernetes API server only (TCP 443, 6443); gets a service-account token",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +43,15 @@ class Domain:
         min_replicas / max_replicas: KEDA bounds (0 = scale from zero).
         lag_target: queued entries per replica KEDA aims for.
         resources: container requests/limits.
-        egress: what its NetworkPolicy lets it reach beyond Redis and DNS.
+        egress: what its NetworkPolicy lets it reach beyond Redis and DNS (a key of
+            :data:`EGRESS_POLICIES`); ``kubernetes-api`` also gives the worker a service-account
+            token and the Role of the functions namespace.
+        polling_interval: seconds between KEDA's polls of the stream (scale-from-zero latency).
+        cooldown_period: seconds without backlog or in-flight work before KEDA scales to zero.
+
+    Raises:
+        ConfigError: on construction, for an unknown ``egress``, non-positive concurrency or
+            lag target, or scaling bounds with ``min_replicas > max_replicas``.
     """
 
     name: str
@@ -46,6 +63,24 @@ class Domain:
     lag_target: int = 20
     resources: Resources = field(default_factory=Resources)
     egress: str = "internet"
+    polling_interval: int = 15
+    cooldown_period: int = 300
+
+    def __post_init__(self) -> None:
+        if self.egress not in EGRESS_POLICIES:
+            known = ", ".join(EGRESS_POLICIES)
+            raise ConfigError(f"domain {self.name!r}: unknown egress {self.egress!r}; known: {known}")
+        if self.concurrency < 1 or self.lag_target < 1:
+            raise ConfigError(f"domain {self.name!r}: concurrency and lag_target must be >= 1")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ConfigError(f"domain {self.name!r}: need 0 <= min_replicas <= max_replicas, max >= 1")
+        if self.polling_interval < 1 or self.cooldown_period < 0:
+            raise ConfigError(f"domain {self.name!r}: polling_interval >= 1 and cooldown_period >= 0")
+
+    @property
+    def needs_kubernetes_api(self) -> bool:
+        """True when the worker talks to the Kubernetes API (service-account token, Role)."""
+        return self.egress == "kubernetes-api"
 
 
 DOMAINS: tuple[Domain, ...] = (

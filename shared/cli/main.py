@@ -7,6 +7,7 @@ import click
 from shared.cli.config import config
 from shared.cli.db import db, executions, functions
 from shared.cli.invoke import invoke, publish
+from shared.cli.manifests import manifests, streams
 from shared.cli.topic import dlq, topic
 from shared.cli.up import up
 from shared.cli.worker import worker
@@ -23,7 +24,7 @@ def cli() -> None:
     """
 
 
-for command in (up, worker, publish, invoke, config, topic, dlq, db, functions, executions):
+for command in (up, worker, publish, invoke, config, topic, dlq, db, functions, executions, manifests, streams):
     cli.add_command(command)
 
 
