@@ -45,6 +45,7 @@ __all__ = [
     "JsonList",
     "JsonObject",
     "LaxBool",
+    "LaxFloat",
     "LaxInt",
     "ProviderSettings",
     "bearer",
@@ -52,6 +53,7 @@ __all__ = [
     "call_json",
     "close_providers",
     "get_client",
+    "numeric_options_schema",
     "parse_json_text",
     "parse_retry_after",
     "provider_failure",
@@ -492,10 +494,30 @@ LaxInt = Annotated[
     int,
     WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*-?\d+\s*$"}]}),
 ]
+#: A number that also accepts its decimal text (``"0.2"``).
+LaxFloat = Annotated[
+    float,
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*-?(\d+\.?\d*|\.\d+)\s*$"}]}
+    ),
+]
 #: A boolean that also accepts ``"true"`` / ``"false"``.
 LaxBool = Annotated[
     bool,
     WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]}),
 ]
-#: Marks a string enum whose options look like numbers (``"2"``), so ``2`` is accepted too.
+#: Marks a string enum whose options look like numbers (``"2"``), so ``2`` is accepted too;
+#: pair it with :func:`numeric_options_schema`.
 NUMBER_AS_TEXT = BeforeValidator(_number_as_text)
+
+
+def numeric_options_schema(*options: str) -> WithJsonSchema:
+    """JSON Schema of a select whose options are numbers written as text: either spelling."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": list(options)},
+                {"type": "number", "enum": [float(o) if "." in o else int(o) for o in options]},
+            ]
+        }
+    )

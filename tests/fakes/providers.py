@@ -11,6 +11,7 @@ and override a route's answer with :meth:`FakeProvider.reply`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import deque
@@ -55,6 +56,8 @@ class Reply:
     json: Any = None
     text: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: seconds to wait before answering (to provoke client timeouts)
+    delay: float = 0.0
 
 
 Responder = Callable[[Recorded], Any]
@@ -185,10 +188,14 @@ class FakeProvider:
             if missing:
                 return _respond(Reply(422, {"error": {"message": f"missing fields: {', '.join(missing)}"}}))
             if self._failures:
-                return _respond(self._failures.popleft())
-            responder = self._overrides.get((route.method, route.pattern), route.reply)
-            answer = responder(recorded)
-            return _respond(answer if isinstance(answer, Reply) else Reply(200, answer))
+                reply = self._failures.popleft()
+            else:
+                responder = self._overrides.get((route.method, route.pattern), route.reply)
+                answer = responder(recorded)
+                reply = answer if isinstance(answer, Reply) else Reply(200, answer)
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            return _respond(reply)
         return _respond(Reply(404, {"error": {"message": f"no route {recorded.method} {recorded.path}"}}))
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from shared.functions import ExecutionContext, builtin
 from workers.ai.structured import GenerateTextOutput, StructuredInput, object_schema
-from workers.providers import LaxInt, call_json, provider_failure, unexpected_response
+from workers.providers import LaxFloat, LaxInt, call_json, provider_failure, unexpected_response
 
 __all__ = ["generate_text"]
 
@@ -31,7 +31,7 @@ class GenerateTextInput(StructuredInput):
     ] = Field(default="claude-sonnet-4-5", title="Model")
     system: str | None = Field(default=None, title="System prompt")
     maxTokens: LaxInt = Field(default=1024, ge=1, le=64_000, title="Max tokens")
-    temperature: float | None = Field(default=None, ge=0, le=1, title="Temperature")
+    temperature: LaxFloat | None = Field(default=None, ge=0, le=1, title="Temperature")
 
 
 @builtin(

@@ -21,6 +21,7 @@ from workers.providers import (
     CatalogInput,
     LaxInt,
     call_json,
+    numeric_options_schema,
     provider_failure,
     provider_settings,
     unexpected_response,
@@ -206,7 +207,9 @@ class UpscaleImageInput(CatalogInput):
         default="fal-ai/creative-upscaler", title="Model"
     )
     imageUrl: str = Field(title="Image URL")
-    scale: Annotated[Literal["2", "4"], NUMBER_AS_TEXT] = Field(default="2", title="Scale")
+    scale: Annotated[Literal["2", "4"], NUMBER_AS_TEXT, numeric_options_schema("2", "4")] = Field(
+        default="2", title="Scale"
+    )
 
 
 @builtin(
@@ -262,9 +265,11 @@ class ImageToImageInput(CatalogInput):
     )
     imageUrl: str = Field(title="Image URL")
     prompt: str = Field(title="Prompt")
-    strength: Annotated[Literal["0.25", "0.5", "0.75", "0.9"], NUMBER_AS_TEXT] = Field(
-        default="0.75", title="Strength", description="How far to move from the source image."
-    )
+    strength: Annotated[
+        Literal["0.25", "0.5", "0.75", "0.9"],
+        NUMBER_AS_TEXT,
+        numeric_options_schema("0.25", "0.5", "0.75", "0.9"),
+    ] = Field(default="0.75", title="Strength", description="How far to move from the source image.")
 
 
 @builtin(

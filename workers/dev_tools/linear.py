@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from shared.functions import ExecutionContext, builtin
-from workers.providers import NUMBER_AS_TEXT, CatalogInput, call, provider_failure, unexpected_response
+from workers.providers import (
+    NUMBER_AS_TEXT,
+    CatalogInput,
+    call,
+    numeric_options_schema,
+    provider_failure,
+    unexpected_response,
+)
 
 __all__ = ["create_ticket", "find_issues"]
 
@@ -63,7 +70,9 @@ async def graphql(key: str, query: str, variables: dict[str, Any] | None = None)
 class CreateTicketInput(CatalogInput):
     ticketTitle: str = Field(title="Title")
     ticketDescription: str | None = Field(default=None, title="Description", description="Markdown.")
-    ticketPriority: Annotated[Literal["0", "1", "2", "3", "4"], NUMBER_AS_TEXT] = Field(
+    ticketPriority: Annotated[
+        Literal["0", "1", "2", "3", "4"], NUMBER_AS_TEXT, numeric_options_schema("0", "1", "2", "3", "4")
+    ] = Field(
         default="2",
         title="Priority",
         description="0 none, 1 urgent, 2 high, 3 normal, 4 low.",

@@ -1,0 +1,175 @@
+"""The shared provider client: retries and Retry-After, error mapping, timeouts, scrubbing,
+settings and client lifecycle (driven through real built-ins against the fakes)."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.contract import ErrorCode
+from tests.catalog.conftest import Invoke, StartFake
+from tests.fakes.providers import CREDENTIALS, Reply
+from workers.providers import (
+    ProviderSettings,
+    close_providers,
+    get_client,
+    parse_retry_after,
+    provider_settings,
+)
+
+SLACK_INPUT = {"slackChannel": "#ops", "slackMessage": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("0", 0.0),
+        ("7", 7.0),
+        ("1.5", 1.5),
+        ("-3", 0.0),
+        ("Mon, 23 Nov 2026 12:00:30 GMT", 30.0),
+        ("Mon, 23 Nov 2026 11:59:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_accepts_seconds_and_http_dates(header: str | None, expected: float | None) -> None:
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now=now) == expected
+
+
+async def test_server_errors_are_retried_until_attempts_run_out(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("slack")
+    api.fail_next(503, {"ok": False, "error": "service_unavailable"}, headers={"Retry-After": "0"}, times=3)
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.error is not None
+    assert result.error.code == ErrorCode.PROVIDER_ERROR
+    assert result.error.retryable is True
+    assert result.error.details["status"] == 503
+    assert result.error.details["attempts"] == 3
+    assert len(api.requests) == 3
+
+
+async def test_attempts_are_configurable(
+    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_PROVIDER_MAX_ATTEMPTS", "1")
+    api = await fake("slack")
+    api.fail_next(500, {"ok": False, "error": "internal_error"})
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.error is not None
+    assert result.error.retryable is True
+    assert len(api.requests) == 1
+
+
+async def test_rate_limit_with_http_date_in_the_past_is_retried(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("slack")
+    api.fail_next(
+        429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "Thu, 01 Jan 2015 00:00:00 GMT"}
+    )
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.status == "completed", result.error
+    assert len(api.requests) == 2
+
+
+async def test_retry_after_beyond_the_limit_fails_at_once_retryable(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("slack")
+    api.fail_next(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "3600"})
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.error is not None
+    assert result.error.code == ErrorCode.PROVIDER_ERROR
+    assert result.error.retryable is True
+    assert result.error.details["status"] == 429
+    assert result.error.details["retry_after"] == 3600.0
+    assert len(api.requests) == 1
+
+
+async def test_read_timeout_fails_with_timeout_retryable(
+    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_PROVIDER_READ_TIMEOUT", "0.2")
+    api = await fake("slack")
+    api.reply("POST", "/chat.postMessage", Reply(200, {"ok": True, "ts": "1", "channel": "C1"}, delay=1.0))
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.error is not None
+    assert result.error.code == ErrorCode.TIMEOUT
+    assert result.error.retryable is True
+    assert result.error.details == {"provider": "slack", "phase": "read", "timeout_seconds": 0.2}
+    assert len(api.requests) == 1  # a request that may have arrived is never resent
+
+
+async def test_unreachable_provider_is_retried_then_fails_retryable(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("FLEET_SLACK_BASE_URL", f"http://127.0.0.1:{port}/api")
+    monkeypatch.setenv("FLEET_SECRET_SLACK_API_KEY", CREDENTIALS["slack"]["SLACK_API_KEY"])
+    result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.error is not None
+    assert result.error.code == ErrorCode.PROVIDER_ERROR
+    assert result.error.retryable is True
+    assert result.error.details["status"] is None
+    assert "unreachable" in result.error.message
+
+
+async def test_secrets_echoed_by_a_provider_are_scrubbed(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("stripe")
+    key = CREDENTIALS["stripe"]["STRIPE_SECRET_KEY"]
+    api.fail_next(401, {"error": {"message": f"Invalid API Key provided: {key}"}})
+    result = await invoke("stripe/get-customer", {"customerId": "cus_1"})
+    assert result.error is not None
+    assert result.error.details["status"] == 401
+    dumped = result.model_dump_json()
+    assert key not in dumped
+    assert "Invalid API Key provided: ***" in result.error.message
+    assert "***" in result.error.details["body"]
+
+
+async def test_error_body_excerpt_is_bounded(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("github")
+    api.fail_next(422, text="x" * 10_000)
+    result = await invoke("github/get-issue", {"owner": "a", "repo": "b", "issueNumber": 1})
+    assert result.error is not None
+    assert result.error.details["status"] == 422
+    assert result.error.details["body"] == "x" * 500
+
+
+async def test_wrong_auth_form_is_rejected_by_the_fake(fake: StartFake, invoke: Invoke) -> None:
+    # The fakes enforce the documented auth header; the wrong key fails like the real API.
+    api = await fake("linear")
+    api.key = "another-key"
+    result = await invoke("linear/find-issues", {})
+    assert result.error is not None
+    assert result.error.details["status"] == 401
+    assert api.only().headers["authorization"] == CREDENTIALS["linear"]["LINEAR_API_KEY"]
+
+
+def test_settings_read_base_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_SLACK_BASE_URL", "http://slack.internal/api/")
+    monkeypatch.setenv("FLEET_PROVIDER_MAX_ATTEMPTS", "5")
+    settings = ProviderSettings()
+    assert settings.base_url("slack") == "http://slack.internal/api"
+    assert settings.base_url("openai") == "https://api.openai.com"
+    assert settings.provider_max_attempts == 5
+    with pytest.raises(KeyError):
+        settings.base_url("nope")
+    with pytest.raises(ValueError, match="frozen"):
+        settings.provider_max_attempts = 1
+
+
+async def test_one_pooled_client_per_provider_closed_by_close_providers() -> None:
+    first = get_client("slack")
+    assert get_client("slack") is first
+    assert get_client("github") is not first
+    assert provider_settings() is provider_settings()
+    await close_providers()
+    assert first.is_closed
+    await close_providers()  # idempotent
+    second = get_client("slack")
+    assert second is not first
+    assert not second.is_closed
