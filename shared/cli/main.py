@@ -24,7 +24,20 @@ def cli() -> None:
     """
 
 
-for command in (up, worker, publish, invoke, config, topic, dlq, db, functions, executions, manifests, streams):
+for command in (
+    up,
+    worker,
+    publish,
+    invoke,
+    config,
+    topic,
+    dlq,
+    db,
+    functions,
+    executions,
+    manifests,
+    streams,
+):
     cli.add_command(command)
 
 
