@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
 from tests.http.conftest import Certs, Fake, Listener, Spies, allowing, fake_dns
-from workers.http import client
+from workers.http import client, ssrf
 from workers.http.client import decode_body, read_capped, send
-from workers.http.ssrf import HttpPolicy
+from workers.http.ssrf import HttpPolicy, VettedTarget
 
 StartFake = Callable[..., Awaitable[Fake]]
 
@@ -204,6 +205,23 @@ async def test_pinned_name_succeeds_with_a_single_lookup(fake: Fake, monkeypatch
     assert fake.requests[0].headers["Host"] == f"pinned.test:{fake.port}"
 
 
+async def test_connector_refuses_a_name_that_was_not_vetted(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, spies: Spies
+) -> None:
+    # Fail closed: should a hop ever reach the connector without pinned addresses, the pinned
+    # resolver refuses instead of falling back to a DNS lookup of its own.
+    async def unpinned(url: URL, policy: HttpPolicy) -> VettedTarget:
+        return VettedTarget(url=url, host=url.raw_host or "", port=url.port or 80, addresses=())
+
+    monkeypatch.setattr(ssrf, "vet_url", unpinned)
+    error = await failure(send("GET", fake.url(host="unvetted.test"), timeout=10, policy=HttpPolicy()))
+    assert error.code == ErrorCode.DESTINATION_BLOCKED
+    assert error.details == {"host": "unvetted.test", "reason": "not-vetted"}
+    assert len(spies.connects) == 1
+    assert spies.lookups == []
+    assert fake.requests == []
+
+
 async def test_tls_sni_and_verification_use_the_hostname_not_the_pinned_address(
     start_fake: StartFake, certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,6 +406,17 @@ async def test_declared_length_over_the_cap_fails_before_reading(fake: Fake) -> 
     )
     assert error.code == ErrorCode.RESPONSE_TOO_LARGE
     assert error.details == {"limit_bytes": 1999, "content_length": 2000}
+
+
+async def test_head_is_not_judged_by_the_length_it_announces(fake: Fake) -> None:
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"y" * 2000)
+
+    fake.routes["/big"] = big
+    response = await send(
+        "HEAD", fake.url("/big"), timeout=10, policy=allowing("127.0.0.1", max_response_bytes=10)
+    )
+    assert (response.status, response.headers["content-length"], response.body) == (200, "2000", b"")
 
 
 async def test_body_exactly_at_the_cap_is_fine(fake: Fake) -> None:

@@ -280,7 +280,8 @@ async def _exchange(
                         )
                     else:
                         limit = policy.max_response_bytes
-                        length = response.content_length
+                        # A HEAD answer announces the length of a body it does not send.
+                        length = response.content_length if method != "HEAD" else None
                         if length is not None and length > limit:
                             raise _too_large(limit, length)
                         data = await read_capped(response.content.iter_chunked(CHUNK_SIZE), limit)
