@@ -172,6 +172,66 @@ class Settings(BaseSettings):
         description="Extra Python modules with built-ins to import in every worker (comma-separated).",
     )
 
+    # OCI functions (docs/oci.md)
+    oci_backend: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="How the `oci` worker runs container functions: `local` = the function's `command` as a "
+        "subprocess in its `working_dir` (`fleet up`); `kubernetes` = one Job per execution.",
+    )
+    oci_namespace: str = Field(
+        default="fleet-functions", description="Namespace of the Jobs and Secrets of OCI executions."
+    )
+    oci_kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig for the `kubernetes` backend. Unset: the in-cluster service account, "
+        "else `KUBECONFIG` / `~/.kube/config`.",
+    )
+    oci_cpu_request: str = Field(default="100m", description="CPU request of a function container.")
+    oci_memory_request: str = Field(default="128Mi", description="Memory request of a function container.")
+    oci_cpu_limit: str = Field(default="1", description="CPU limit of a function container.")
+    oci_memory_limit: str = Field(default="512Mi", description="Memory limit of a function container.")
+    oci_tmp_size: str = Field(
+        default="64Mi",
+        description="Size limit of the writable `/tmp` (emptyDir; the root filesystem is read-only).",
+    )
+    oci_run_as_user: int = Field(
+        default=65532, ge=1, description="UID (and GID) function containers run as (never root)."
+    )
+    oci_job_ttl_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="ttlSecondsAfterFinished of a Job: how long Kubernetes keeps a finished Job a worker "
+        "did not delete (it deletes its own at once).",
+    )
+    oci_api_retries: int = Field(
+        default=4, ge=0, description="Retries of a failing Kubernetes API call before `backend_unavailable`."
+    )
+    oci_api_backoff: float = Field(
+        default=0.5,
+        gt=0,
+        description="First delay (seconds) between Kubernetes API retries; doubles, max 10s.",
+    )
+    oci_log_tail_lines: int = Field(
+        default=40,
+        ge=1,
+        le=10_000,
+        description="Log lines kept in a failed result (and read for the output line).",
+    )
+    oci_reap_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="The reaper deletes an unfinished Job once it is older than its deadline plus this.",
+    )
+    oci_build_context_max_bytes: int = Field(
+        default=768 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest gzipped build context `fleet build` puts in a ConfigMap (1 MiB at most).",
+    )
+    oci_kaniko_image: str = Field(
+        default="gcr.io/kaniko-project/executor:v1.23.2", description="Executor image of `fleet build` Jobs."
+    )
+
     @field_validator("extra_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:

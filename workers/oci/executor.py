@@ -1,0 +1,150 @@
+"""The ``oci`` executor: what the registry calls for every function whose ``execution_type`` is
+``oci`` (``shared.registry.executors``), in front of the configured backend.
+
+* ``FLEET_OCI_BACKEND`` picks the backend: ``local`` (subprocess, the default under `fleet up`)
+  or ``kubernetes`` (one Job per execution);
+* at most ``FLEET_CONCURRENCY`` runs (Jobs) at once per worker process — the runtime already holds
+  no more deliveries than that; the semaphore also covers cleanups of cancelled runs;
+* a function's ``max_concurrency`` is honoured **per worker process** (a semaphore per slug).
+  A cluster-wide cap would need a counter shared by all replicas (the registry's execution
+  history); with N replicas up to N x ``max_concurrency`` runs may overlap;
+* on first use with the Kubernetes backend, the reaper removes Jobs left by dead workers
+  (:meth:`~workers.oci.kubernetes.KubernetesBackend.reap`) before the first Job is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from shared.functions import ExecutionContext
+from shared.settings import Settings
+from workers.oci.protocol import OciFunction, backend_unavailable, encode_input
+
+__all__ = ["Backend", "OciExecutor", "create_backend"]
+
+log = structlog.get_logger("fleet.oci")
+
+
+class Backend(Protocol):
+    """Runs one execution of an OCI function (same protocol and error codes for every backend)."""
+
+    name: str
+
+    async def run(self, fn: OciFunction, input_json: str, ctx: ExecutionContext) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+def create_backend(settings: Settings) -> Backend:
+    """The backend ``FLEET_OCI_BACKEND`` names."""
+    if settings.oci_backend == "kubernetes":
+        from workers.oci.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
+    from workers.oci.local import LocalBackend
+
+    return LocalBackend(settings)
+
+
+class OciExecutor:
+    """Runs ``oci`` registry functions (implements ``shared.registry.executors.Executor``).
+
+    Parameters:
+        settings: read from the environment on first use when omitted (the executor is
+            registered at import, before any settings exist).
+        backend: built from ``settings`` on first use when omitted.
+        still_running: execution id → False when the execution history knows it is over; passed
+            to the reaper (``None``: the reaper goes by finished state, worker label and age).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        backend: Backend | None = None,
+        *,
+        still_running: Callable[[str], Awaitable[bool | None]] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._still_running = still_running
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._slots: asyncio.Semaphore | None = None
+        self._per_slug: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        #: execution ids running in this process (the reaper never touches their Jobs).
+        self.live: set[str] = set()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
+
+    async def start(self) -> Backend:
+        """Build the backend and run the reaper once (Kubernetes); idempotent."""
+        async with self._lock:
+            if self._backend is None:
+                self._backend = create_backend(self.settings)
+            if not self._started:
+                self._started = True
+                self._slots = asyncio.Semaphore(self.settings.concurrency)
+                reap = getattr(self._backend, "reap", None)
+                if reap is not None:
+                    try:
+                        await reap(set(self.live), still_running=self._still_running)
+                    except Exception as exc:
+                        log.warning("OCI reaper failed; leftovers stay until their TTL", error=str(exc))
+            return self._backend
+
+    async def close(self) -> None:
+        """Release the backend (waits for in-flight cleanups)."""
+        if self._backend is not None:
+            await self._backend.close()
+
+    def _slug_slot(self, fn: OciFunction) -> asyncio.Semaphore | None:
+        if not fn.max_concurrency:
+            return None
+        current = self._per_slug.get(fn.slug)
+        if current is None or current[0] != fn.max_concurrency:
+            # A changed limit applies to runs that start from now on.
+            current = (fn.max_concurrency, asyncio.Semaphore(fn.max_concurrency))
+            self._per_slug[fn.slug] = current
+        return current[1]
+
+    async def execute(self, function: Any, data: Any, ctx: ExecutionContext) -> Any:
+        """Run the ``oci`` registry row ``function`` with validated input ``data``."""
+        fn = OciFunction.from_record(function, self.settings)
+        return await self.run(fn, data, ctx)
+
+    async def run(self, fn: OciFunction, data: Any, ctx: ExecutionContext) -> dict[str, Any]:
+        """Run ``fn`` with ``data`` under the process and per-slug limits; its output dict.
+
+        Raises:
+            ExecutionFailed: the codes of docs/oci.md (``backend_unavailable``,
+                ``image_pull_failed``, ``function_failed``, ``invalid_output``, ``timeout``,
+                ``payload_too_large``).
+        """
+        if not fn.image_ref and not fn.command:
+            raise backend_unavailable(f"{fn.slug} has neither image_ref nor command", retryable=False)
+        input_json = encode_input(data)
+        backend = await self.start()
+        assert self._slots is not None
+        slot = self._slug_slot(fn)
+        async with self._slots:
+            if slot is None:
+                return await self._run(backend, fn, input_json, ctx)
+            async with slot:
+                return await self._run(backend, fn, input_json, ctx)
+
+    async def _run(
+        self, backend: Backend, fn: OciFunction, input_json: str, ctx: ExecutionContext
+    ) -> dict[str, Any]:
+        self.live.add(ctx.execution_id)
+        try:
+            return await backend.run(fn, input_json, ctx)
+        finally:
+            self.live.discard(ctx.execution_id)
