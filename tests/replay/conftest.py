@@ -15,6 +15,20 @@ from click.testing import CliRunner, Result
 from shared.cli.main import cli
 from shared.settings import Settings
 
+# The registry suite's PostgreSQL fixtures (a fresh, migrated database per test), for the
+# replay tests that run registry workers (execution history answers duplicates).
+from tests.registry.conftest import database_server, database_url, migrated_url, registry_settings
+
+__all__ = [
+    "database_server",
+    "database_url",
+    "fleet",
+    "fleet_env",
+    "migrated_url",
+    "read_jsonl",
+    "registry_settings",
+]
+
 CliCall = Callable[..., Awaitable[Result]]
 
 

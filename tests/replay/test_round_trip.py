@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from shared.assemble import create_worker
 from shared.client import FleetClient
 from shared.replay.capture import record_topics
 from shared.settings import Settings
+from tests.conftest import running
 from tests.replay.conftest import CliCall, read_jsonl
 from tests.replay.functions import COUNT, GREET, Counter, greeting_table
 
@@ -86,7 +88,42 @@ async def test_round_trip_identical_then_changed_function(
     assert (await fleet("topic", "diff", str(same), str(changed))).exit_code == 1
 
 
-async def test_same_ids_republishes_the_recorded_events_unchanged(
+async def test_same_ids_against_the_registry_runs_nothing_twice(
+    registry_settings: Callable[..., Settings], redis: Redis, fleet: CliCall, tmp_path: Path
+) -> None:
+    settings = registry_settings()
+    counter = Counter()
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    async with running(create_worker("ai", settings, table=counter.table)):
+        async with recording(redis, settings, before, count=6):
+            ids = await publish_all(settings, COUNT, [{"n": n} for n in range(3)])
+        replay = await fleet(
+            "topic",
+            "replay",
+            str(before),
+            "--same-ids",
+            "--results",
+            str(after),
+            "--timeout",
+            "30",
+            settings_=settings,
+        )
+        assert replay.exit_code == 0, replay.output
+    # The execution history answered every duplicate from the store: each function ran once.
+    assert sorted(counter.runs) == sorted(ids)
+    results = read_jsonl(after)
+    assert sorted(r["replay"]["execution_id"] for r in results) == sorted(ids)
+    recorded = {
+        r["event"]["executionid"]: r["event"]["data"]
+        for r in read_jsonl(before)
+        if "executionid" in r["event"]
+    }
+    # ... and verbatim: the stored result is the first one, timing fields and all.
+    assert {r["replay"]["original_id"]: r["event"]["data"] for r in results} == recorded
+    assert (await fleet("topic", "diff", str(before), str(after))).exit_code == 0
+
+
+async def test_same_ids_without_history_republishes_the_recorded_events_unchanged(
     settings: Settings, redis: Redis, run_worker: Callable[..., Any], fleet: CliCall, tmp_path: Path
 ) -> None:
     counter = Counter()
