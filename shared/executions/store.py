@@ -86,6 +86,8 @@ class ClaimMiddleware:
             lease_seconds=call.timeout + self._margin,
             started_at=parse_time(utc_now_iso()),
         )
+        # Taken before the first await: a duplicate arriving meanwhile sees it at once.
+        self._running.add(execution_id)
         claimed = True
         try:
             claim = await self._writer.claim(op)
@@ -94,9 +96,13 @@ class ClaimMiddleware:
             if not self._outage_logged:
                 self._outage_logged = True
                 log.warning("cannot claim executions; running them unclaimed (at-least-once)", error=str(exc))
+        except BaseException:
+            self._running.discard(execution_id)
+            raise
         else:
             self._outage_logged = False
             if not claim.won:
+                self._running.discard(execution_id)
                 if claim.status in ("completed", "failed") and claim.result is not None:
                     self.answered += 1
                     return Answer(claim.result)
@@ -104,13 +110,7 @@ class ClaimMiddleware:
                 raise Retry(f"execution {execution_id} is already running elsewhere ({claim.lease_owner})")
             if claim.taken_over:
                 log.info("took over an expired claim", execution_id=execution_id, function=call.spec.slug)
-        if execution_id in self._running:  # a duplicate claimed while we waited
-            if claimed:
-                self._writer.submit(Op(kind="release", id=execution_id, token=token))
-            self.deferred += 1
-            raise Retry(f"execution {execution_id} is already running in this worker")
         call.state[CLAIM_TOKEN] = token if claimed else None
-        self._running.add(execution_id)
         if claimed:
             self._writer.submit(Op(kind="start", id=execution_id, token=token))
         try:

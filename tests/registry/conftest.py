@@ -8,8 +8,11 @@ so tests never see each other's functions or history.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,15 +25,21 @@ from shared.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_server() -> Iterator[str]:
     url = os.environ.get("FLEET_TEST_DATABASE_URL")
     if url:
         yield url
         return
     from shared.embedded import embedded_database
 
-    with embedded_database(tmp_path_factory.mktemp("pg") / "data") as embedded_url:
-        yield embedded_url
+    # Not under pytest's basetemp: concurrent pytest sessions prune old basetemps, which
+    # would delete a live server's data directory.
+    base = Path(tempfile.mkdtemp(prefix="fleet-test-pg-"))
+    try:
+        with embedded_database(base / "data") as embedded_url:
+            yield embedded_url
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def with_database(url: str, name: str) -> str:
