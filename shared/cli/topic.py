@@ -266,9 +266,9 @@ def record(
     envvar="FLEET_REPLAY_NEW_IDS",
     show_envvar=True,
     help="--new-ids: fresh execution ids (the results file maps original id <-> new id). "
-    "--same-ids: republish the recorded events unchanged, to exercise idempotency: where the "
-    "registry's execution history is deployed a duplicate is answered from the store and "
-    "nothing runs twice; without it the request simply runs again.",
+    "--same-ids: republish the recorded events unchanged, to exercise idempotency: registry "
+    "workers (FLEET_DATABASE_URL set) answer a duplicate from the execution history and nothing "
+    "runs twice; workers without the registry simply run the request again.",
 )
 @click.option(
     "--results",
