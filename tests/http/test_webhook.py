@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -11,9 +12,11 @@ from aiohttp import web
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
+from shared.registry.executors import EXECUTORS
+from shared.registry.models import FunctionRecord
 from tests.http.conftest import Fake, Spies, allowing
 from workers.http.ssrf import HttpPolicy
-from workers.http.webhook import render_headers, run_webhook, webhook_credential_keys
+from workers.http.webhook import WebhookExecutor, render_headers, run_webhook, webhook_credential_keys
 
 StartFake = Callable[..., Awaitable[Fake]]
 ALLOW = allowing("127.0.0.1")
@@ -226,3 +229,64 @@ async def test_unsupported_method(fake: Fake) -> None:
     error = await failure(run_webhook(url=fake.url(), method="TRACE", input={}, ctx=context(), policy=ALLOW))
     assert error.code == ErrorCode.FUNCTION_FAILED
     assert fake.requests == []
+
+
+def record(**fields: object) -> FunctionRecord:
+    values: dict[str, Any] = {
+        "id": "00000000-0000-0000-0000-000000000001",
+        "slug": "acme/create-ticket",
+        "name": "Create ticket",
+        "description": "",
+        "plugin_id": "acme",
+        "version": 1,
+        "domain": "http",
+        "execution_type": "http",
+    }
+    values.update(fields)
+    return FunctionRecord(**values)
+
+
+def test_registered_as_the_http_executor() -> None:
+    import workers.http
+
+    assert EXECUTORS["http"] is workers.http.WEBHOOK_EXECUTOR
+
+
+async def test_executor_runs_a_registry_row(fake: Fake) -> None:
+    executor = WebhookExecutor(policy=ALLOW)
+    result = await executor.execute(
+        record(
+            webhook_url=fake.url("/rows"),
+            webhook_method="PUT",
+            webhook_headers={"Authorization": "Token {{credentials.ACME_TOKEN}}"},
+            credentials=("ACME_TOKEN",),
+        ),
+        {"title": "x"},
+        context(ACME_TOKEN="tok-secret"),
+    )
+    assert (result["status"], result["body"]) == (200, {"ok": True})
+    [seen] = fake.requests
+    assert (seen.method, seen.path, seen.body) == ("PUT", "/rows", b'{"title":"x"}')
+    assert seen.headers["Authorization"] == "Token tok-secret"
+
+
+async def test_executor_timeout_prefers_the_webhook_timeout(fake: Fake) -> None:
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await fake.release.wait()
+        return web.Response()
+
+    fake.routes["/slow"] = stall
+    error = await failure(
+        WebhookExecutor(policy=ALLOW).execute(
+            record(webhook_url=fake.url("/slow"), webhook_timeout_seconds=0.2, timeout_seconds=300),
+            {},
+            context(),
+        )
+    )
+    assert error.code == ErrorCode.TIMEOUT
+    assert error.details == {"timeout_seconds": 0.2}
+
+
+async def test_executor_without_url() -> None:
+    error = await failure(WebhookExecutor(policy=ALLOW).execute(record(), {}, context()))
+    assert error.code == ErrorCode.FUNCTION_FAILED

@@ -44,11 +44,13 @@ from pydantic import BaseModel
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
+from shared.registry.models import FunctionRecord
 from workers.http import client
 from workers.http.ssrf import HttpPolicy
 
 __all__ = [
     "DEFAULT_WEBHOOK_TIMEOUT",
+    "WebhookExecutor",
     "render_headers",
     "run_webhook",
     "webhook_credential_keys",
@@ -196,3 +198,34 @@ async def run_webhook(
             details={"status": response.status, "body": _excerpt(response)},
         )
     return response.as_result()
+
+
+class WebhookExecutor:
+    """Runs the registry's ``http`` rows (``shared.registry.executors.Executor``) with
+    :func:`run_webhook`: ``webhook_url``, ``webhook_method`` (default ``POST``),
+    ``webhook_headers``, and ``webhook_timeout_seconds`` (else the function's
+    ``timeout_seconds``, else :data:`DEFAULT_WEBHOOK_TIMEOUT`) for the HTTP exchange.
+
+    ``policy``/``ssl_context``: see :func:`run_webhook` (``None`` = the process's policy and the
+    default verifying TLS context).
+    """
+
+    def __init__(self, policy: HttpPolicy | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.policy = policy
+        self.ssl_context = ssl_context
+
+    async def execute(self, function: FunctionRecord, data: Any, ctx: ExecutionContext) -> dict[str, Any]:
+        if not function.webhook_url:
+            raise ExecutionFailed(
+                f"{function.slug} is an http function without a webhook_url", code=ErrorCode.FUNCTION_FAILED
+            )
+        return await run_webhook(
+            url=function.webhook_url,
+            method=function.webhook_method or "POST",
+            headers=function.webhook_headers,
+            timeout_seconds=function.webhook_timeout_seconds or function.timeout_seconds,
+            input=data,
+            ctx=ctx,
+            policy=self.policy,
+            ssl_context=self.ssl_context,
+        )
