@@ -4,6 +4,7 @@ moves it back atomically with a fresh delivery count, and a fixed function compl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,24 @@ async def test_show_unknown_id_and_redrive_usage(settings: Settings, fleet: CliC
             f"{settings.dlq_for(settings.topic_for('ai'))} to {settings.topic_for('ai')}"
         )
     )
+
+
+async def test_undecodable_dead_letter_shows_its_raw_data(
+    settings: Settings, redis: Redis, run_worker: Callable[..., Any], fleet: CliCall
+) -> None:
+    dlq = settings.dlq_for(settings.topic_for("ai"))
+    async with run_worker("ai"):
+        await redis.xadd(settings.topic_for("ai"), {"data": b"definitely not json", "metadata": b"{}"})
+        for _ in range(500):
+            if await redis.xlen(dlq):
+                break
+            await asyncio.sleep(0.02)
+    listed = await fleet("dlq", "list", "--json")
+    [letter] = orjson.loads(listed.output)
+    assert letter["execution_id"] is None
+    assert letter["function"] is None
+    assert letter["writer"] == "fleet"
+    assert letter["error"].startswith("invalid_event")
+    shown = await fleet("dlq", "show", letter["id"])
+    assert "execution id: unknown" in shown.output
+    assert "data (not a CloudEvent):\ndefinitely not json" in shown.output
