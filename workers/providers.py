@@ -114,7 +114,7 @@ class ProviderSettings(BaseSettings):
         default=10.0, gt=0, description="Seconds to connect to a provider API."
     )
     provider_read_timeout: float = Field(
-        default=120.0, gt=0, description="Seconds to wait for a provider API's answer (LLMs are slow)."
+        default=300.0, gt=0, description="Seconds to wait for a provider API's answer (LLMs are slow)."
     )
     provider_max_attempts: int = Field(
         default=3, ge=1, le=10, description="Attempts per provider call (429/5xx/connect errors retried)."
@@ -350,7 +350,7 @@ async def call(
                 message=f"connection failed ({type(exc).__name__})",
             ) from None
         status = response.status_code
-        if status < 400:
+        if 200 <= status < 300:
             return response
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -173,3 +173,15 @@ async def test_one_pooled_client_per_provider_closed_by_close_providers() -> Non
     second = get_client("slack")
     assert second is not first
     assert not second.is_closed
+
+
+async def test_redirects_are_not_followed(fake: StartFake, invoke: Invoke) -> None:
+    # A redirect would carry the credential to wherever Location points.
+    api = await fake("webflow")
+    api.fail_next(302, text="", headers={"Location": "http://127.0.0.1:9/elsewhere"})
+    result = await invoke("webflow/list-sites", {})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.PROVIDER_ERROR
+    assert result.error.details["status"] == 302
+    assert result.error.retryable is False
+    assert len(api.requests) == 1
