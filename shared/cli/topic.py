@@ -77,7 +77,7 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 
 @click.group()
 def topic() -> None:
-    """Record, export and replay topic traffic; diff results of two runs."""
+    """Record, export and replay topic traffic; diff results of two runs (docs/replay.md)."""
 
 
 # ---------------------------------------------------------------------------------- export
@@ -126,7 +126,11 @@ def export(
     redis_url: str | None,
     home: str | None,
 ) -> None:
-    """Write TOPIC's entries (id, time, CloudEvent, metadata) as JSON Lines."""
+    """Write TOPIC's entries (id, time, CloudEvent, metadata) as JSON Lines.
+
+    TOPIC is a domain (ai: its request topic), `results`, or a stream key (functions.ai.dlq).
+    Reads in XRANGE pages, so memory stays about one page whatever the stream's length.
+    """
     settings = _broker(redis_url, home)
     stream = resolve_topic(settings, name)
     try:
@@ -192,6 +196,8 @@ def record(
     home: str | None,
 ) -> None:
     """Record live traffic of TOPICs (default: every domain topic) until stopped.
+
+    TOPIC is a domain (ai: its request topic), `results`, or a stream key.
 
     Reads with XREAD from the current end, without a consumer group: it takes no work from
     workers. Stops on SIGINT/SIGTERM (flushing what it has, exit 0), after --duration, or
