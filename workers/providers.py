@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
+import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -79,6 +80,8 @@ PROVIDERS: dict[str, str] = {
     "stripe": "https://api.stripe.com",
     "blob": "https://blob.vercel-storage.com",
 }
+
+log = structlog.get_logger("fleet.providers")
 
 BODY_EXCERPT_CHARS = 500
 _MESSAGE_CHARS = 300
@@ -326,7 +329,15 @@ async def call(
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never reached the provider: safe to try again.
             if attempt < attempts:
-                await asyncio.sleep(_backoff(settings, attempt))
+                delay = _backoff(settings, attempt)
+                log.info(
+                    "provider unreachable; retrying",
+                    provider=provider,
+                    error=type(exc).__name__,
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
                 continue
             if isinstance(exc, httpx.TimeoutException):
                 raise _timeout(provider, "connect", settings) from None
@@ -357,6 +368,13 @@ async def call(
             if attempt < attempts:
                 delay = retry_after if retry_after is not None else _backoff(settings, attempt)
                 if delay <= settings.provider_max_retry_after:
+                    log.info(
+                        "provider busy; retrying",
+                        provider=provider,
+                        status=status,
+                        attempt=attempt,
+                        retry_in=round(delay, 3),
+                    )
                     await asyncio.sleep(delay)
                     continue
             extra = {"attempts": attempt}
