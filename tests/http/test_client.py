@@ -310,16 +310,24 @@ async def test_a_sixth_redirect_fails(fake: Fake) -> None:
     chain(fake, 6)
     error = await failure(send("GET", fake.url("/r0"), timeout=10, policy=allowing("127.0.0.1")))
     assert error.code == ErrorCode.TOO_MANY_REDIRECTS
-    assert error.details["limit"] == 5
+    assert error.details == {"limit": 5, "url": fake.url("/r5")}
     assert len(fake.requests) == 6  # /r6 is never asked for
 
 
 async def test_redirect_limit_is_configurable(fake: Fake) -> None:
     chain(fake, 1)
     error = await failure(
-        send("GET", fake.url("/r0"), timeout=10, policy=allowing("127.0.0.1", max_redirects=0))
+        send(
+            "GET",
+            fake.url("/r0"),
+            query=[("token", "s3cret")],
+            timeout=10,
+            policy=allowing("127.0.0.1", max_redirects=0),
+        )
     )
     assert error.code == ErrorCode.TOO_MANY_REDIRECTS
+    assert error.details == {"limit": 0, "url": fake.url("/r0")}  # no query: it may carry tokens
+    assert fake.requests[0].query == {"token": ["s3cret"]}
 
 
 async def test_303_turns_a_post_into_a_get_without_body(fake: Fake) -> None:

@@ -57,7 +57,8 @@ def test_defaults_and_lax_shapes() -> None:
     assert data.headers == {"X-A": "1", "X-N": "2", "X-B": "true"}
     assert data.body is None
     assert query_pairs(data.query) == [("q", "x"), ("page", "2"), ("tag", "a"), ("tag", "b"), ("on", "false")]
-    plain = HttpRequestInput.model_validate({"url": "https://x.test", "method": "", "headers": ""})
+    plain = HttpRequestInput.model_validate({"url": " https://x.test\n", "method": "", "headers": ""})
+    assert plain.url == "https://x.test"
     assert (plain.method, plain.headers, plain.query, plain.body, plain.timeout_seconds) == (
         "GET",
         {},

@@ -251,7 +251,7 @@ async def _exchange(
                 raise ExecutionFailed(
                     f"redirect to an invalid URL: {exc}",
                     code=ErrorCode.HTTP_ERROR,
-                    details={"location": str(url)},
+                    details={"location": str(url.with_query(None))},
                 ) from None
             except OSError as exc:
                 raise ExecutionFailed(
@@ -273,7 +273,8 @@ async def _exchange(
                             raise ExecutionFailed(
                                 f"more than {policy.max_redirects} redirects (FLEET_HTTP_MAX_REDIRECTS)",
                                 code=ErrorCode.TOO_MANY_REDIRECTS,
-                                details={"limit": policy.max_redirects, "url": str(url)},
+                                # Without the query: it may carry tokens.
+                                details={"limit": policy.max_redirects, "url": str(url.with_query(None))},
                             )
                         url, method, body, headers = _redirect(
                             response.status, url, location, method, body, headers, sensitive

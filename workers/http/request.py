@@ -131,6 +131,8 @@ class HttpRequestInput(BaseModel):
     def _lax(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if not _blank(v)}
+            if isinstance(data.get("url"), str):
+                data["url"] = data["url"].strip()
             if isinstance(data.get("method"), str):
                 data["method"] = data["method"].strip().upper()
         return data
