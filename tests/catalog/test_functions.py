@@ -7,6 +7,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from jsonschema import Draft202012Validator
 
 from shared.assemble import load_functions
 from shared.contract import ErrorCode
@@ -384,6 +385,12 @@ def test_input_schemas_carry_titles_defaults_and_enums() -> None:
     assert props["state"]["anyOf"][0]["enum"] == ["open", "closed", "all"]
 
 
+def _validate(instance: Any, schema: dict[str, Any]) -> None:
+    """Validate like ``shared.validation`` does (draft 2020-12, format checks)."""
+    Draft202012Validator.check_schema(schema)
+    Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(instance)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_orchestrator_inputs_and_outputs_match_the_published_schemas(case: Case) -> None:
     """What the origin's orchestrator sends (strings, blanks) passes the JSON Schema the
@@ -393,8 +400,8 @@ def test_orchestrator_inputs_and_outputs_match_the_published_schemas(case: Case)
     assert spec is not None
     assert spec.input_model is not None
     assert spec.output_model is not None
-    jsonschema.validate(case.input, spec.input_model.model_json_schema())
-    jsonschema.validate(case.output, spec.output_model.model_json_schema())
+    _validate(case.input, spec.input_model.model_json_schema())
+    _validate(case.output, spec.output_model.model_json_schema())
 
 
 def test_blank_optional_fields_pass_the_schema_but_blank_required_ones_do_not() -> None:
@@ -403,6 +410,6 @@ def test_blank_optional_fields_pass_the_schema_but_blank_required_ones_do_not() 
     assert spec is not None
     assert spec.input_model is not None
     schema = spec.input_model.model_json_schema()
-    jsonschema.validate({"owner": "a", "repo": "b", "issueNumber": "1", "state": "", "labels": ""}, schema)
+    _validate({"owner": "a", "repo": "b", "issueNumber": "1", "state": "", "labels": ""}, schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"owner": "a", "repo": "b", "issueNumber": ""}, schema)
+        _validate({"owner": "a", "repo": "b", "issueNumber": ""}, schema)
