@@ -1,0 +1,56 @@
+"""Fixtures of the OCI tests: a fake Kubernetes API, settings pointing at it, contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.functions import ExecutionContext
+from shared.settings import Settings
+from tests.fakes.kube import FakeKube, running_fake_kube
+
+
+@pytest.fixture
+async def fake_kube() -> AsyncIterator[FakeKube]:
+    async with running_fake_kube() as fake:
+        yield fake
+
+
+@pytest.fixture
+def oci_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for OCI tests (no broker needed): fast API retries; keyword overrides on top."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": tmp_path / "home",
+            "consumer_name": "oci-test-worker",
+            "oci_api_retries": 2,
+            "oci_api_backoff": 0.01,
+            "log_level": "warning",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def kube_settings(fake_kube: FakeKube, oci_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    return oci_settings(
+        oci_backend="kubernetes", oci_kubeconfig=fake_kube.kubeconfig(tmp_path / "kubeconfig")
+    )
+
+
+def make_ctx(
+    execution_id: str = "exec-1", *, credentials: dict[str, str] | None = None, attempt: int = 1
+) -> ExecutionContext:
+    return ExecutionContext(
+        execution_id=execution_id,
+        function="acme/greet",
+        attempt=attempt,
+        domain="oci",
+        credentials=credentials or {},
+    )
