@@ -148,6 +148,7 @@ class ProviderSettings(BaseSettings):
 
 _settings: ProviderSettings | None = None
 _clients: dict[str, httpx.AsyncClient] = {}
+_client_loops: dict[str, asyncio.AbstractEventLoop | None] = {}
 
 
 def provider_settings() -> ProviderSettings:
@@ -159,9 +160,14 @@ def provider_settings() -> ProviderSettings:
 
 
 def get_client(provider: str) -> httpx.AsyncClient:
-    """The pooled client of ``provider`` (created on first use)."""
+    """The pooled client of ``provider`` (created on first use, and anew under another event
+    loop: pooled connections belong to the loop that opened them)."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
     client = _clients.get(provider)
-    if client is None or client.is_closed:
+    if client is None or client.is_closed or _client_loops.get(provider) is not loop:
         settings = provider_settings()
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -177,6 +183,7 @@ def get_client(provider: str) -> httpx.AsyncClient:
             follow_redirects=False,
         )
         _clients[provider] = client
+        _client_loops[provider] = loop
     return client
 
 
@@ -186,6 +193,7 @@ async def close_providers() -> None:
     global _settings
     clients = list(_clients.values())
     _clients.clear()
+    _client_loops.clear()
     _settings = None
     for client in clients:
         await client.aclose()

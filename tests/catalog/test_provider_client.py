@@ -3,9 +3,11 @@ settings and client lifecycle (driven through real built-ins against the fakes).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from shared.contract import ErrorCode
@@ -185,3 +187,18 @@ async def test_redirects_are_not_followed(fake: StartFake, invoke: Invoke) -> No
     assert result.error.details["status"] == 302
     assert result.error.retryable is False
     assert len(api.requests) == 1
+
+
+def test_a_new_event_loop_gets_a_new_client() -> None:
+    async def current() -> httpx.AsyncClient:
+        client = get_client("clerk")
+        assert get_client("clerk") is client
+        return client
+
+    first = asyncio.run(current())  # left open: bound to a loop that is gone
+    second = asyncio.run(current())
+    assert second is not first
+    assert not first.is_closed
+    asyncio.run(first.aclose())
+    asyncio.run(close_providers())
+    assert second.is_closed
