@@ -232,6 +232,27 @@ class Settings(BaseSettings):
         default="gcr.io/kaniko-project/executor:v1.23.2", description="Executor image of `fleet build` Jobs."
     )
 
+    # HTTP worker (docs/http.md)
+    http_allow: str = Field(
+        default="",
+        description="Destinations the `http` worker may reach despite its SSRF guard, comma-separated: "
+        "hostnames (`api.internal`, `*.svc.cluster.local`), IPs or CIDRs (`10.1.0.0/16`). Empty: public "
+        "addresses only.",
+    )
+    http_max_response_bytes: int = Field(
+        default=10_485_760,
+        ge=1,
+        description="Largest response body (after Content-Encoding) the `http` worker reads; larger fails "
+        "`response_too_large`.",
+    )
+    http_max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Redirects the `http` worker follows, each re-checked; one more fails "
+        "`too_many_redirects`.",
+    )
+
     @field_validator("extra_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:

@@ -10,13 +10,13 @@ from yarl import URL
 
 from shared.contract import ErrorCode
 from shared.errors import ConfigError
+from shared.settings import Settings
 from tests.http.conftest import allowing, fake_dns
 from workers.http import ssrf
 from workers.http.ssrf import (
     AllowList,
     DestinationBlocked,
     HttpPolicy,
-    HttpSettings,
     InvalidUrl,
     PinnedResolver,
     blocked_reason,
@@ -182,10 +182,23 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ALLOW", "MAX_RESPONSE_BYTES", "MAX_REDIRECTS"):
         monkeypatch.delenv(f"FLEET_HTTP_{name}", raising=False)
-    settings = HttpSettings()
-    assert (settings.allow, settings.max_response_bytes, settings.max_redirects) == ("", 10_485_760, 5)
-    ssrf.configure(settings)
-    assert not ssrf.current_policy().allow
+    settings = Settings()
+    assert (settings.http_allow, settings.http_max_response_bytes, settings.http_max_redirects) == (
+        "",
+        10_485_760,
+        5,
+    )
+    policy = ssrf.current_policy()
+    assert (policy.allow, policy.max_response_bytes, policy.max_redirects) == (AllowList(), 10_485_760, 5)
+
+
+def test_configure_from_a_workers_settings() -> None:
+    ssrf.configure(Settings(http_allow="10.0.0.0/8", http_max_redirects=1))
+    policy = ssrf.current_policy()
+    assert policy.allow.admits_address(ipaddress.ip_address("10.1.1.1"))
+    assert policy.max_redirects == 1
+    with pytest.raises(ConfigError):
+        ssrf.configure(Settings(http_allow="127.1"))
 
 
 @pytest.mark.parametrize(

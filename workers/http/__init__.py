@@ -5,7 +5,7 @@
 * ``system/http-request`` (:mod:`workers.http.request`): one SSRF-guarded HTTP request;
 * :func:`workers.http.webhook.run_webhook`: the webhook call behind registered ``http`` functions;
 * :mod:`workers.http.ssrf` / :mod:`workers.http.client`: the guard and the client both use
-  (policy: ``docs/http.md``; settings ``FLEET_HTTP_*``, see :class:`~workers.http.ssrf.HttpSettings`).
+  (policy: ``docs/http.md``; settings ``FLEET_HTTP_*`` in :class:`~shared.settings.Settings`).
 """
 
 from __future__ import annotations

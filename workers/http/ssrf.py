@@ -32,19 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
 from shared.contract import ErrorCode
 from shared.errors import ConfigError, ExecutionFailed
+from shared.settings import Settings
 
 __all__ = [
     "METADATA_ADDRESSES",
     "AllowList",
     "DestinationBlocked",
     "HttpPolicy",
-    "HttpSettings",
     "InvalidUrl",
     "PinnedResolver",
     "VettedTarget",
@@ -265,47 +263,23 @@ class AllowList:
 # ------------------------------------------------------------------------------ settings
 
 
-class HttpSettings(BaseSettings):
-    """Settings of the ``http`` worker (``FLEET_HTTP_*``), read once per process by
-    :func:`current_policy`."""
-
-    model_config = SettingsConfigDict(env_prefix="FLEET_HTTP_", frozen=True, extra="ignore")
-
-    allow: str = Field(
-        default="",
-        description="Destinations the `http` worker may reach despite the SSRF guard, comma-separated: "
-        "hostnames (`api.internal`, `*.svc.cluster.local`), IPs or CIDRs (`10.1.0.0/16`). Empty: only "
-        "public addresses.",
-    )
-    max_response_bytes: int = Field(
-        default=10_485_760,
-        ge=1,
-        description="Largest response body (after Content-Encoding) the `http` worker reads; "
-        "larger fails `response_too_large`.",
-    )
-    max_redirects: int = Field(
-        default=5,
-        ge=0,
-        le=20,
-        description="Redirects the `http` worker follows, each re-checked; one more fails "
-        "`too_many_redirects`.",
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpPolicy:
-    """What the client enforces: the allow-list and the limits (see :class:`HttpSettings`)."""
+    """What the client enforces: the allow-list and the limits (``FLEET_HTTP_ALLOW``,
+    ``FLEET_HTTP_MAX_RESPONSE_BYTES``, ``FLEET_HTTP_MAX_REDIRECTS``; defaults as in
+    :class:`~shared.settings.Settings`)."""
 
     allow: AllowList = field(default_factory=AllowList)
     max_response_bytes: int = 10_485_760
     max_redirects: int = 5
 
     @classmethod
-    def from_settings(cls, settings: HttpSettings) -> HttpPolicy:
+    def from_settings(cls, settings: Settings) -> HttpPolicy:
+        """The policy of ``settings`` (an unparsable allow-list raises ConfigError)."""
         return cls(
-            allow=AllowList.parse(settings.allow),
-            max_response_bytes=settings.max_response_bytes,
-            max_redirects=settings.max_redirects,
+            allow=AllowList.parse(settings.http_allow),
+            max_response_bytes=settings.http_max_response_bytes,
+            max_redirects=settings.http_max_redirects,
         )
 
 
@@ -313,18 +287,22 @@ _policy: HttpPolicy | None = None
 
 
 def current_policy() -> HttpPolicy:
-    """The process's policy: the one given to :func:`configure`, else built from the
-    environment (``FLEET_HTTP_*``) on first use."""
+    """The process's policy: the one given to :func:`configure`, else built from
+    :class:`~shared.settings.Settings` (the environment) on first use.
+
+    Handlers only get ``(data, ctx)``, so the worker's own ``Settings`` object does not reach
+    them; both read the same environment, so they agree."""
     global _policy
     if _policy is None:
-        _policy = HttpPolicy.from_settings(HttpSettings())
+        _policy = HttpPolicy.from_settings(Settings())
     return _policy
 
 
-def configure(policy: HttpPolicy | HttpSettings | None) -> None:
-    """Set the process's policy; ``None`` forgets it (re-read from the environment next time)."""
+def configure(policy: HttpPolicy | Settings | None) -> None:
+    """Set the process's policy (from a policy or a worker's settings); ``None`` forgets it
+    (re-read from the environment next time)."""
     global _policy
-    _policy = HttpPolicy.from_settings(policy) if isinstance(policy, HttpSettings) else policy
+    _policy = HttpPolicy.from_settings(policy) if isinstance(policy, Settings) else policy
 
 
 # ------------------------------------------------------------------------ hosts and DNS
