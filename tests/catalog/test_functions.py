@@ -413,3 +413,13 @@ def test_blank_optional_fields_pass_the_schema_but_blank_required_ones_do_not() 
     _validate({"owner": "a", "repo": "b", "issueNumber": "1", "state": "", "labels": ""}, schema)
     with pytest.raises(jsonschema.ValidationError):
         _validate({"owner": "a", "repo": "b", "issueNumber": ""}, schema)
+
+
+async def test_stripe_deleted_customer_is_not_found(fake: StartFake, invoke: Invoke) -> None:
+    api = await fake("stripe")
+    api.reply("GET", "/v1/customers/{id}", {"id": "cus_gone", "object": "customer", "deleted": True})
+    result = await invoke("stripe/get-customer", {"customerId": "cus_gone"})
+    assert result.error is not None
+    assert result.error.code == ErrorCode.PROVIDER_ERROR
+    assert result.error.details["status"] == 404
+    assert "deleted" in result.error.message
