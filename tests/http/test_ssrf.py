@@ -6,6 +6,8 @@ import ipaddress
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from shared.contract import ErrorCode
@@ -256,3 +258,33 @@ async def test_pinned_resolver_answers_only_vetted_addresses(monkeypatch: pytest
     with pytest.raises(DestinationBlocked):
         await resolver.resolve("other.example", 443)
     await resolver.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**32).map(str),
+            st.integers(0, 2**32).map(lambda n: f"0{n:o}"),
+            st.integers(0, 2**32).map(lambda n: f"0x{n:x}"),
+            st.text("0123456789abcdefx", min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=5,
+    ).map(".".join)
+)
+def test_numeric_hosts_mean_what_the_system_resolver_thinks(host: str) -> None:
+    # Whatever libc's inet_aton (the resolver's literal parser) turns into an address, the guard
+    # reads as the same address — so no spelling reaches an address the guard did not check.
+    try:
+        system: ipaddress.IPv4Address | None = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        system = None
+    try:
+        ours = parse_host(host)
+    except InvalidUrl:
+        ours = None
+    if system is not None:
+        assert ours == system
+    elif isinstance(ours, ipaddress.IPv4Address):
+        pytest.fail(f"{host!r} read as {ours} but the system resolver refuses it")
