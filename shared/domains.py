@@ -48,6 +48,8 @@ class Domain:
             token and the Role of the functions namespace.
         polling_interval: seconds between KEDA's polls of the stream (scale-from-zero latency).
         cooldown_period: seconds without backlog or in-flight work before KEDA scales to zero.
+        worker_env: extra ``FLEET_*`` settings of this domain's worker pods only (``(name, value)``
+            pairs; every other setting is shared by all domains through the ConfigMap).
 
     Raises:
         ConfigError: on construction, for an unknown ``egress``, non-positive concurrency or
@@ -65,6 +67,7 @@ class Domain:
     egress: str = "internet"
     polling_interval: int = 15
     cooldown_period: int = 300
+    worker_env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.egress not in EGRESS_POLICIES:
@@ -99,6 +102,7 @@ DOMAINS: tuple[Domain, ...] = (
         concurrency=16,
         lag_target=4,
         egress="kubernetes-api",
+        worker_env=(("FLEET_OCI_BACKEND", "kubernetes"),),
     ),
     Domain(
         name="http",

@@ -96,8 +96,8 @@ class Platform:
     a domain property nor a worker setting. Change a default here, then re-render.
 
     Parameters:
-        namespace: where the workers, their Dapr components and KEDA objects live.
-        functions_namespace: where the oci worker runs function containers as Jobs.
+        namespace: where the workers, their Dapr components and KEDA objects live. (The oci
+            worker's Jobs go to ``Settings.oci_namespace``, the "functions namespace".)
         image: the image name in base manifests (overlays rewrite it with kustomize ``images``).
         prod_image: registry/repository of released images (prod overlay; tag = package version).
         base_image: pinned Python base image of the Dockerfile.
@@ -114,7 +114,6 @@ class Platform:
     """
 
     namespace: str = "fleet"
-    functions_namespace: str = "fleet-functions"
     image: str = "function-fleet"
     prod_image: str = "registry.example.com/function-fleet"
     base_image: str = "python:3.11.13-slim-bookworm"
@@ -367,7 +366,7 @@ def _secret_store(settings: Settings, domains: Sequence[Domain], p: Platform) ->
         "spec": {
             "type": "secretstores.kubernetes",
             "version": "v1",
-            "metadata": [{"name": "defaultNamespace", "value": p.functions_namespace}],
+            "metadata": [{"name": "defaultNamespace", "value": settings.oci_namespace}],
         },
         "scopes": api_apps,
     }
@@ -586,7 +585,7 @@ def _scaled_object(settings: Settings, domain: Domain, p: Platform) -> RenderedF
 
 
 # --------------------------------------------------------------------------- deploy/base
-def _namespaces(p: Platform) -> RenderedFile:
+def _namespaces(settings: Settings, p: Platform) -> RenderedFile:
     fleet: Manifest = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -605,7 +604,7 @@ def _namespaces(p: Platform) -> RenderedFile:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": _meta(
-            p.functions_namespace,
+            settings.oci_namespace,
             None,
             {**_labels("namespace"), "pod-security.kubernetes.io/enforce": "baseline"},
         ),
@@ -637,6 +636,7 @@ def configmap_data(settings: Settings, p: Platform) -> dict[str, str]:
         "dapr_ready_timeout": settings.dapr_ready_timeout,
         "dapr_secrets": "off",
         "dapr_secret_store": p.secret_store,
+        "oci_namespace": settings.oci_namespace,
         "app_host": "0.0.0.0",
         "app_port": settings.app_port,
         "home": "/tmp/fleet",
@@ -709,12 +709,12 @@ def _rbac(settings: Settings, domains: Sequence[Domain], p: Platform) -> Rendere
         role: Manifest = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": _meta(app_id, p.functions_namespace, _labels("worker", app_id)),
+            "metadata": _meta(app_id, settings.oci_namespace, _labels("worker", app_id)),
             "rules": [
                 {
                     "apiGroups": ["batch"],
                     "resources": ["jobs"],
-                    "verbs": ["create", "get", "list", "watch", "delete"],
+                    "verbs": ["create", "get", "list", "watch", "patch", "delete"],
                 },
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
@@ -724,7 +724,7 @@ def _rbac(settings: Settings, domains: Sequence[Domain], p: Platform) -> Rendere
         binding: Manifest = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(app_id, p.functions_namespace, _labels("worker", app_id)),
+            "metadata": _meta(app_id, settings.oci_namespace, _labels("worker", app_id)),
             "subjects": [{"kind": "ServiceAccount", "name": app_id, "namespace": p.namespace}],
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": app_id},
         }
@@ -732,7 +732,7 @@ def _rbac(settings: Settings, domains: Sequence[Domain], p: Platform) -> Rendere
             Document(
                 role,
                 (
-                    f"{app_id} runs functions as Jobs in {p.functions_namespace!r}: it creates and",
+                    f"{app_id} runs functions as Jobs in {settings.oci_namespace!r}: it creates and",
                     "watches Jobs, reads their pods and logs, and keeps per-run Secrets. Nothing else.",
                 ),
             )
@@ -779,6 +779,7 @@ def _deployment(settings: Settings, domain: Domain, p: Platform) -> RenderedFile
         ],
         "env": [
             {"name": "FLEET_CONCURRENCY", "value": str(domain.concurrency)},
+            *({"name": k, "value": v} for k, v in domain.worker_env),
             {"name": "FLEET_CONSUMER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             _secret_env(APP_TOKEN_ENV, p.app_token_secret, "token"),
             _secret_env(API_TOKEN_ENV, p.api_token_secret, "token"),
@@ -1021,7 +1022,7 @@ def _kustomization(resources: Sequence[str], **extra: Any) -> Manifest:
 
 def _base(settings: Settings, domains: Sequence[Domain], p: Platform) -> list[RenderedFile]:
     files: list[RenderedFile | None] = [
-        _namespaces(p),
+        _namespaces(settings, p),
         _configmap(settings, p),
         _service_accounts(settings, domains, p),
         _rbac(settings, domains, p),

@@ -499,6 +499,9 @@ def test_deployments_follow_the_declaration(kustomized: dict[str, list[Doc]]) ->
                 ref = env[var]["valueFrom"]["secretKeyRef"]
                 assert ref == {"name": annotations[f"dapr.io/{annotation}"], "key": "token"}
             assert env["FLEET_CONCURRENCY"]["value"] == str(d.concurrency)
+            for key, value in d.worker_env:
+                assert key in {f"FLEET_{name.upper()}" for name in Settings.model_fields}, key
+                assert env[key]["value"] == value
             # the token automount only where the Kubernetes API is needed
             sa = _by_kind(docs, "ServiceAccount")[pod["serviceAccountName"]]
             assert sa["automountServiceAccountToken"] is (d.name == "oci")
@@ -527,7 +530,10 @@ def test_rbac_only_for_oci(kustomized: dict[str, list[Doc]]) -> None:
             roles["fleet-oci"]["metadata"]["namespace"],
             bindings["fleet-oci"]["metadata"]["namespace"],
         }
-        assert namespace == "fleet-functions"
+        assert namespace == DEFAULTS.oci_namespace
+        assert _by_kind(docs, "ConfigMap")["fleet-settings"]["data"]["FLEET_OCI_NAMESPACE"] == namespace
+        oci = _pod(_by_kind(docs, "Deployment")["fleet-oci"])["containers"][0]
+        assert {"name": "FLEET_OCI_BACKEND", "value": "kubernetes"} in oci["env"]
         assert namespace in _by_kind(docs, "Namespace")
         granted = {
             (g, r)
