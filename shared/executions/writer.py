@@ -253,7 +253,8 @@ class BatchWriter:
 
     def submit(self, op: Op) -> None:
         """Queue a ``start`` or ``release`` without waiting for it."""
-        if len(self._queue) >= self._buffer:
+        if self.down and len(self._queue) >= self._buffer:
+            # Only an intermediate state (running / released) is lost; the final write is not.
             log.warning("history buffer full; dropping a state change", kind=op.kind, execution_id=op.id)
             return
         self._put(op)
@@ -262,7 +263,9 @@ class BatchWriter:
         """Store a final result. Waits for the flush while the database is up; while it is
         down, holds the write and returns. Raises InfrastructureError when the buffer is full
         (the result must then not be published: the delivery is redelivered later)."""
-        if len(self._queue) >= self._buffer:
+        # While the database is up the queue drains every round trip (bounded by concurrency);
+        # the bound is for what piles up during an outage.
+        if self.down and len(self._queue) >= self._buffer:
             raise InfrastructureError(
                 f"execution history buffer full ({self._buffer}) while the database is unreachable"
             )

@@ -1,0 +1,96 @@
+"""PostgreSQL going away and coming back under a running worker: it keeps answering from the
+registry cache, holds history writes (bounded), and writes them once the database returns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.assemble import create_worker
+from shared.settings import Settings
+from tests.conftest import read_results, running
+from tests.registry.conftest import execution_row, publish
+from tests.registry.fixtures_functions import TEST_FUNCTIONS
+from tests.registry.proxy import PgProxy
+
+
+@pytest.fixture
+async def proxy(migrated_url: str) -> AsyncIterator[PgProxy]:
+    p = PgProxy(migrated_url)
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def wait_for_row(pool: Any, execution_id: str, timeout: float = 30) -> dict[str, Any] | None:
+    for _ in range(int(timeout / 0.1)):
+        row = await execution_row(pool, execution_id)
+        if row is not None and row["status"] in ("completed", "failed"):
+            return row
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def test_worker_serves_through_an_outage_and_catches_up(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any, proxy: PgProxy
+) -> None:
+    # TTL 0: every resolve goes to the database, so the outage must be served from stale entries.
+    settings = registry_settings(database_url=proxy.url, registry_cache_ttl=0, database_timeout=3)
+    worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
+    async with running(worker):
+        before = await publish(redis, settings, "system/echo", {"n": 0})
+        assert len(await read_results(redis, settings.results_topic, 1)) == 1
+        assert await wait_for_row(pool, before) is not None
+
+        await proxy.cut()
+        during = [await publish(redis, settings, "system/echo", {"n": n}) for n in range(1, 4)]
+        results = await read_results(redis, settings.results_topic, 4, timeout=30)
+        assert [r["data"]["status"] for r in results] == ["completed"] * 4
+        assert worker.registry.writer.down
+        assert worker.registry.writer.pending >= 3
+        for execution_id in during:
+            assert await execution_row(pool, execution_id) is None
+
+        await proxy.restore()
+        for execution_id in during:
+            row = await wait_for_row(pool, execution_id)
+            assert row is not None
+            assert row["status"] == "completed"
+        assert not worker.registry.writer.down
+        # New work is claimed and recorded normally again.
+        after = await publish(redis, settings, "system/echo", {"n": 9})
+        assert len(await read_results(redis, settings.results_topic, 5)) == 5
+        assert await wait_for_row(pool, after) is not None
+
+
+async def test_a_full_buffer_stops_acking_until_the_database_returns(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any, proxy: PgProxy
+) -> None:
+    settings = registry_settings(
+        database_url=proxy.url, history_buffer=1, database_timeout=3, max_deliveries=50
+    )
+    worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
+    async with running(worker):
+        await publish(redis, settings, "system/echo", {"n": 0})
+        assert len(await read_results(redis, settings.results_topic, 1)) == 1
+        await proxy.cut()
+        first = await publish(redis, settings, "system/echo", {"n": 1})
+        assert len(await read_results(redis, settings.results_topic, 2)) == 2
+        # The buffer holds one write: the next result is not published, the delivery stays pending.
+        second = await publish(redis, settings, "system/echo", {"n": 2})
+        await asyncio.sleep(1.0)
+        assert len(await redis.xrange(settings.results_topic)) == 2
+        pending = await redis.xpending(settings.topic_for("ai"), settings.group_for("ai"))
+        assert pending["pending"] >= 1
+
+        await proxy.restore()
+        results = await read_results(redis, settings.results_topic, 3, timeout=60)
+        assert {r["data"]["execution_id"] for r in results} >= {first, second}
+        for execution_id in (first, second):
+            row = await wait_for_row(pool, execution_id)
+            assert row is not None
+            assert row["status"] == "completed"
