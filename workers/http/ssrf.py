@@ -249,8 +249,9 @@ class AllowList:
         inner = embedded_ipv4(ip)
         if inner is not None:
             candidates.append(inner)
+        # A metadata address, in any spelling (::ffff:169.254.169.254 too), needs an exact entry.
+        exact_only = any(c in METADATA_ADDRESSES for c in candidates)
         for candidate in candidates:
-            exact_only = candidate in METADATA_ADDRESSES
             for net in self.networks:
                 if candidate in net and (not exact_only or net.num_addresses == 1):
                     return True
