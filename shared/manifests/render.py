@@ -763,6 +763,7 @@ def _deployment(settings: Settings, domain: Domain, p: Platform) -> RenderedFile
         "dapr.io/enable-app-health-check": "true",
         "dapr.io/app-health-check-path": "/healthz",
         "dapr.io/log-as-json": "true",
+        "dapr.io/disable-builtin-k8s-secret-store": "true",
         "dapr.io/sidecar-seccomp-profile-type": "RuntimeDefault",
         **{f"dapr.io/sidecar-{k}": v for k, v in p.sidecar_resources},
     }
@@ -835,6 +836,12 @@ def _deployment(settings: Settings, domain: Domain, p: Platform) -> RenderedFile
             "At SIGTERM daprd stops deliveries but keeps its publish API for this long (or until "
             "/healthz fails) while the worker drains (FLEET_SHUTDOWN_TIMEOUT), then closes within "
             "graceful-shutdown-seconds; terminationGracePeriodSeconds covers both plus a margin.",
+        ),
+        (
+            "dapr.io/disable-builtin-k8s-secret-store:",
+            "daprd auto-loads a Kubernetes secret store that needs the pod's service-account token "
+            "and crashes without one; nothing here uses it (the operator resolves the component's "
+            "secretKeyRefs; the oci worker has its own scoped store).",
         ),
         (
             "- name: APP_API_TOKEN",

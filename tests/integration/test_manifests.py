@@ -506,6 +506,8 @@ def test_deployments_follow_the_declaration(kustomized: dict[str, list[Doc]]) ->
             sa = _by_kind(docs, "ServiceAccount")[pod["serviceAccountName"]]
             assert sa["automountServiceAccountToken"] is (d.name == "oci")
             assert pod["automountServiceAccountToken"] is (d.name == "oci")
+            # without a token daprd's auto-loaded Kubernetes secret store would crash the sidecar
+            assert annotations["dapr.io/disable-builtin-k8s-secret-store"] == "true"
 
 
 def test_configmap_holds_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,7 +618,9 @@ def test_committed_tree_matches_a_fresh_render(tmp_path: Path) -> None:
     rendered = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     assert rendered == set(serialize_all(render()))
     for rel in rendered:
-        assert (tmp_path / rel).read_bytes() == (REPO / rel).read_bytes(), rel
+        assert (tmp_path / rel).read_bytes() == (REPO / rel).read_bytes(), (
+            f"{rel} is stale: run `fleet manifests render` and commit the result"
+        )
         assert HEADER in (tmp_path / rel).read_text(encoding="utf-8").splitlines()[0]
     check = CliRunner().invoke(cli, ["manifests", "render", "--check", "--out", str(REPO)])
     assert check.exit_code == 0, check.output
