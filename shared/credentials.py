@@ -246,8 +246,10 @@ class CredentialsMiddleware:
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         keys = call.spec.credentials
-        if keys:
-            found, missing = await self._resolver.resolve(keys)
+        optional = call.spec.optional_credentials
+        if keys or optional:
+            found, missing = await self._resolver.resolve((*keys, *optional))
+            missing = [key for key in missing if key not in optional]
             if missing:
                 raise ExecutionFailed(
                     f"missing credentials for {call.spec.slug}: {', '.join(missing)}",

@@ -26,12 +26,14 @@ from shared.errors import ConfigError
 
 __all__ = [
     "BUILTINS",
+    "SHUTDOWN_HOOKS",
     "ExecutionContext",
     "FunctionResolver",
     "FunctionSpec",
     "FunctionTable",
     "Handler",
     "builtin",
+    "on_shutdown",
 ]
 
 
@@ -75,6 +77,8 @@ class FunctionSpec:
         timeout_seconds: the function's own limit (the request may only lower it).
         credentials: secret keys the function needs (``SLACK_API_KEY``); resolved before it
             runs, missing ones fail ``credentials_missing``.
+        optional_credentials: keys resolved when configured and otherwise left out of
+            ``ctx.credentials`` (a sender default, a team id) — never a failure.
         function_id, version, execution_type, is_deprecated, input_schema, output_schema: what
             the registry knows of the function (JSON Schemas are checked by
             ``shared.validation``; ``version`` keys the compiled validators).
@@ -89,6 +93,7 @@ class FunctionSpec:
     output_model: type[BaseModel] | None = None
     timeout_seconds: float | None = None
     credentials: tuple[str, ...] = ()
+    optional_credentials: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     #: registry fields (``shared.registry``); the defaults describe an in-code built-in.
     function_id: str | None = None
@@ -139,6 +144,20 @@ class FunctionTable:
         return slug in self._specs
 
 
+#: Coroutines a worker awaits once after it has drained and closed its transport (pooled
+#: provider clients, executor sessions). Registered with :func:`on_shutdown`.
+SHUTDOWN_HOOKS: list[Callable[[], Awaitable[None]]] = []
+
+S = TypeVar("S", bound=Callable[[], Awaitable[None]])
+
+
+def on_shutdown(hook: S) -> S:
+    """Register ``hook`` to run at worker shutdown (once per hook; usable as a decorator)."""
+    if hook not in SHUTDOWN_HOOKS:
+        SHUTDOWN_HOOKS.append(hook)
+    return hook
+
+
 #: Every built-in declared with :func:`builtin`.
 BUILTINS = FunctionTable()
 
@@ -155,6 +174,7 @@ def builtin(
     output_model: type[BaseModel] | None = None,
     timeout_seconds: float | None = None,
     credentials: tuple[str, ...] = (),
+    optional_credentials: tuple[str, ...] = (),
     table: FunctionTable = BUILTINS,
 ) -> Callable[[H], H]:
     """Register the decorated coroutine as the built-in ``slug`` (see module docstring)."""
@@ -174,6 +194,7 @@ def builtin(
                 output_model=output_model,
                 timeout_seconds=timeout_seconds,
                 credentials=credentials,
+                optional_credentials=optional_credentials,
             )
         )
         return handler

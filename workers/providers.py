@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.contract import ErrorCode
 from shared.credentials import SECRETS
 from shared.errors import ExecutionFailed
+from shared.functions import on_shutdown
 
 __all__ = [
     "BODY_EXCERPT_CHARS",
@@ -187,6 +188,7 @@ def get_client(provider: str) -> httpx.AsyncClient:
     return client
 
 
+@on_shutdown
 async def close_providers() -> None:
     """Close every provider client and forget the settings (re-read from the environment on the
     next call). Idempotent; for worker shutdown and tests."""

@@ -43,7 +43,7 @@ from shared.errors import (
     UnknownFunction,
     WrongDomain,
 )
-from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
+from shared.functions import BUILTINS, SHUTDOWN_HOOKS, ExecutionContext, FunctionResolver, FunctionSpec
 from shared.runtime.envelope import (
     RequestEvent,
     decode_request,
@@ -527,6 +527,12 @@ class Worker:
             await self.transport.close()
         except Exception as exc:
             log.warning("transport close failed", error=str(exc))
+        for hook in SHUTDOWN_HOOKS:
+            try:
+                await hook()
+            except Exception as exc:
+                name = getattr(hook, "__qualname__", repr(hook))
+                log.warning("shutdown hook failed", hook=name, error=str(exc))
         self.state = WorkerState.STOPPED
         log.info("worker stopped", worker=self.name, drained=in_flight)
 

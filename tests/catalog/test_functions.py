@@ -423,3 +423,25 @@ async def test_stripe_deleted_customer_is_not_found(fake: StartFake, invoke: Inv
     assert result.error.code == ErrorCode.PROVIDER_ERROR
     assert result.error.details["status"] == 404
     assert "deleted" in result.error.message
+
+
+# ----------------------------------------------------------------------------- optional credentials
+async def test_resend_falls_back_to_the_configured_sender(
+    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await fake("resend")
+    monkeypatch.setenv("FLEET_SECRET_RESEND_FROM_EMAIL", "Acme Ops <ops@acme.test>")
+    result = await invoke("resend/send-email", {**EMAIL, "emailFrom": ""})
+    assert result.status == "completed", result.error
+    assert api.only().json["from"] == "Acme Ops <ops@acme.test>"
+
+
+async def test_linear_uses_the_configured_team_when_there_is_one(
+    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await fake("linear")
+    monkeypatch.setenv("FLEET_SECRET_LINEAR_TEAM_ID", "team-configured")
+    result = await invoke("linear/create-ticket", {"ticketTitle": "Broken", "ticketDescription": "x"})
+    assert result.status == "completed", result.error
+    bodies = [r.json for r in api.requests]
+    assert any("team-configured" in str(body) for body in bodies)

@@ -57,6 +57,7 @@ class SendEmailOutput(BaseModel):
     input_model=SendEmailInput,
     output_model=SendEmailOutput,
     credentials=(KEY,),
+    optional_credentials=(FROM_KEY,),
     timeout_seconds=30,
 )
 async def send_email(data: SendEmailInput, ctx: ExecutionContext) -> SendEmailOutput:

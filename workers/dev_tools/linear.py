@@ -98,6 +98,7 @@ class CreateTicketOutput(BaseModel):
     input_model=CreateTicketInput,
     output_model=CreateTicketOutput,
     credentials=(KEY,),
+    optional_credentials=(TEAM_KEY,),
     timeout_seconds=30,
 )
 async def create_ticket(data: CreateTicketInput, ctx: ExecutionContext) -> CreateTicketOutput:
@@ -163,6 +164,7 @@ class FindIssuesOutput(BaseModel):
     input_model=FindIssuesInput,
     output_model=FindIssuesOutput,
     credentials=(KEY,),
+    optional_credentials=(TEAM_KEY,),
     timeout_seconds=30,
 )
 async def find_issues(data: FindIssuesInput, ctx: ExecutionContext) -> FindIssuesOutput:
