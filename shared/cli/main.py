@@ -8,6 +8,7 @@ from shared.cli.config import config
 from shared.cli.db import db, executions, functions
 from shared.cli.invoke import invoke, publish
 from shared.cli.manifests import manifests, streams
+from shared.cli.oci import build, new
 from shared.cli.topic import dlq, topic
 from shared.cli.up import up
 from shared.cli.worker import worker
@@ -34,6 +35,8 @@ for command in (
     dlq,
     db,
     functions,
+    new,
+    build,
     executions,
     manifests,
     streams,

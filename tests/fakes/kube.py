@@ -405,7 +405,6 @@ class FakeKube:
     def _log(self, pod: str, query: Any) -> web.Response:
         if pod not in self.logs:
             return _status_response(404, "NotFound", f"pod {pod} not found")
-        assert query.get("container") == "function"
         lines = self.logs[pod].splitlines(keepends=True)
         tail = int(query.get("tailLines") or 0)
         return web.Response(text="".join(lines[-tail:] if tail else lines))

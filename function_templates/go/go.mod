@@ -1,0 +1,3 @@
+module example.com/word-count-go
+
+go 1.19
