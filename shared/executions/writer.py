@@ -315,14 +315,30 @@ class BatchWriter:
             self.down, delay = False, 0.1
 
     def _take(self) -> list[Op]:
-        """Everything queued, up to the first op on an id already in the batch."""
-        batch: list[Op] = []
-        seen: set[str] = set()
-        while self._queue and self._queue[0].id not in seen:
-            op = self._queue.popleft()
-            seen.add(op.id)
-            batch.append(op)
-        return batch
+        """Everything queued, at most one op per execution id (one statement must not touch a
+        row twice). A ``start`` followed by that execution's ``finish`` is superseded by it;
+        any other second op on an id waits, with everything after it on that id, for the next
+        flush, so each execution's ops keep their order."""
+        batch: dict[str, Op] = {}
+        deferred: deque[Op] = deque()
+        blocked: set[str] = set()
+        for op in self._queue:
+            if op.id in blocked:
+                deferred.append(op)
+                continue
+            previous = batch.get(op.id)
+            if previous is None:
+                batch[op.id] = op
+            elif previous.kind == "start" and op.kind == "finish":
+                del batch[op.id]  # re-inserted last: the finish keeps its place in the order
+                batch[op.id] = op
+                if previous.future is not None and not previous.future.done():
+                    previous.future.set_result(None)
+            else:
+                blocked.add(op.id)
+                deferred.append(op)
+        self._queue = deferred
+        return list(batch.values())
 
     async def _flush_singly(self, count: int) -> None:
         for _ in range(count):
