@@ -23,10 +23,12 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from shared.errors import ConfigError
+from shared.settings import Settings
 
 __all__ = [
     "BUILTINS",
     "SHUTDOWN_HOOKS",
+    "STARTUP_HOOKS",
     "ExecutionContext",
     "FunctionResolver",
     "FunctionSpec",
@@ -34,6 +36,7 @@ __all__ = [
     "Handler",
     "builtin",
     "on_shutdown",
+    "on_startup",
 ]
 
 
@@ -149,6 +152,19 @@ class FunctionTable:
 SHUTDOWN_HOOKS: list[Callable[[], Awaitable[None]]] = []
 
 S = TypeVar("S", bound=Callable[[], Awaitable[None]])
+
+#: Callables a worker runs with its settings when it is built, before it takes any work: a
+#: function package validates and applies its configuration there, so a bad setting stops the
+#: worker at start instead of failing every execution. Registered with :func:`on_startup`.
+STARTUP_HOOKS: list[Callable[[Settings], None]] = []
+
+
+def on_startup(hook: Callable[[Settings], None]) -> Callable[[Settings], None]:
+    """Register ``hook(settings)`` to run when a worker is built; it raises
+    :class:`~shared.errors.ConfigError` for settings it cannot work with."""
+    if hook not in STARTUP_HOOKS:
+        STARTUP_HOOKS.append(hook)
+    return hook
 
 
 def on_shutdown(hook: S) -> S:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import click
 
 from shared.assemble import TRANSPORTS, create_worker
-from shared.cli.common import make_settings, resolve_broker
+from shared.cli.common import make_settings, resolve_broker, run
 from shared.cli.options import home_option, redis_url_option
 from shared.domains import DOMAINS
 from shared.logging import configure_logging
@@ -81,4 +80,4 @@ def worker(
         built.burst = burst
         await run_until_signalled(built)
 
-    asyncio.run(main())
+    run(main())

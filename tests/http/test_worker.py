@@ -22,14 +22,15 @@ RunWorker = Callable[..., AbstractAsyncContextManager[Worker]]
 async def test_http_request_through_a_worker(
     run_worker: RunWorker, settings: Settings, fake: Fake, listener: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FLEET_HTTP_ALLOW", "127.0.0.1")
+    # The worker applies its own settings' policy when it is built (a startup hook).
+    allowing = settings.model_copy(update={"http_allow": "127.0.0.1"})
 
     async def echo(request: web.Request) -> web.StreamResponse:
         return web.json_response({"got": await request.json(), "q": request.query.get("q")}, status=201)
 
     fake.routes["/echo"] = echo
     fake.routes["/escape"] = _redirect_to(f"http://127.0.0.2:{listener.port}/")
-    async with run_worker("http"), FleetClient(settings=settings) as fleet:
+    async with run_worker("http", allowing), FleetClient(settings=settings) as fleet:
         ok = await fleet.invoke(
             "system/http-request",
             {

@@ -64,3 +64,10 @@ async def test_shutdown_hooks_run_once_after_the_worker_drains(
         assert worker.state.value == "stopped"
     finally:
         SHUTDOWN_HOOKS.remove(close_pool)
+
+
+def test_a_bad_setting_stops_the_worker_at_start(make_settings: Callable[..., Settings]) -> None:
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        create_worker("http", make_settings(http_allow="10.0.0.0/33"))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from shared.functions import on_startup
 from shared.registry.executors import register_executor
 from workers.http import client, request, ssrf, webhook
 from workers.http.ssrf import configure
@@ -29,3 +30,6 @@ __all__ = [
 #: The process-wide executor of ``http`` registry functions (policy read on first use).
 WEBHOOK_EXECUTOR = WebhookExecutor()
 register_executor("http", WEBHOOK_EXECUTOR)
+
+# Validate FLEET_HTTP_* when the worker is built: a bad allow-list stops it at start.
+on_startup(configure)
