@@ -54,3 +54,8 @@ def make_ctx(
         domain="oci",
         credentials=credentials or {},
     )
+
+
+# A real PostgreSQL per test for the registry path (the registry suite's fixtures:
+# FLEET_TEST_DATABASE_URL, else an embedded server).
+from tests.registry.conftest import database_server, database_url, migrated_url, pool  # noqa: E402, F401

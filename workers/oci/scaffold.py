@@ -27,10 +27,11 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "function_templates"
 LANGUAGES: dict[str, tuple[str, list[str]]] = {
     "python": ("python", ["python3", "main.py"]),
     "typescript": ("typescript", ["node", "dist/main.js"]),
-    "go": ("go", ["go", "run", "."]),
+    # `go run` would turn every non-zero exit into 1: build, then exec the binary.
+    "go": ("go", ["sh", "-c", "go build -o .fleet/function . && exec .fleet/function"]),
 }
 _PART = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_IGNORE = shutil.ignore_patterns("node_modules", "__pycache__", ".gocache", "function.local.yaml")
+_IGNORE = shutil.ignore_patterns("node_modules", "__pycache__", ".gocache", ".fleet", "function.local.yaml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ def scaffold(language: str, name: str, directory: Path, *, templates: Path = TEM
     local = _yaml_line(text, "command", _json_list(local_command))
     local = _yaml_line(local, "working_dir", json.dumps(str(target.resolve())))
     if language == "go":
-        # `go run` compiles on first use: a build cache in the directory, and time for it.
+        # The first build compiles: a build cache in the directory, and time for it.
         env = {"GOCACHE": str(target.resolve() / ".gocache"), "GOFLAGS": "-mod=mod"}
         local = _yaml_line(local, "timeout_seconds", "120")
         local = local.replace("\ntimeout_seconds:", f"\ncontainer_env: {json.dumps(env)}\ntimeout_seconds:")
