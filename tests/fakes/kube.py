@@ -307,7 +307,7 @@ class FakeKube:
         obj = copy.deepcopy(body)
         meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), namespace=self.namespace)
-        if kind == "secrets":
+        if kind in ("secrets", "configmaps"):
             owners = meta.get("ownerReferences") or []
             for owner in owners:
                 job = self.objects["jobs"].get(owner.get("name"))
@@ -343,9 +343,10 @@ class FakeKube:
             ]:
                 self._delete("pods", pod["metadata"]["name"], None)
             uid = obj["metadata"]["uid"]
-            for secret in list(self.objects["secrets"].values()):
-                if any(o.get("uid") == uid for o in secret["metadata"].get("ownerReferences") or []):
-                    del self.objects["secrets"][secret["metadata"]["name"]]
+            for owned_kind in ("secrets", "configmaps"):  # the garbage collector, at once
+                for owned in list(self.objects[owned_kind].values()):
+                    if any(o.get("uid") == uid for o in owned["metadata"].get("ownerReferences") or []):
+                        del self.objects[owned_kind][owned["metadata"]["name"]]
         return web.json_response({"kind": "Status", "status": "Success"})
 
     def _matches(self, obj: dict[str, Any], query: Any) -> bool:
