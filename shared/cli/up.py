@@ -2,7 +2,10 @@
 
 Starts an embedded Valkey when no ``FLEET_REDIS_URL`` is set (data kept under ``FLEET_HOME``),
 then one worker process per domain, supervised (a crashed worker is restarted with backoff).
-Writes ``$FLEET_HOME/up.json`` so `fleet invoke` & co. in another terminal find the broker.
+Likewise an embedded PostgreSQL when no ``FLEET_DATABASE_URL`` is set (registry + history;
+migrated and built-ins synced before the workers start).
+Writes ``$FLEET_HOME/up.json`` so `fleet invoke` & co. in another terminal find the broker
+and the database.
 Ctrl-C / SIGTERM drains every worker, stops the broker, removes the state file, exits 0.
 """
 
@@ -19,9 +22,10 @@ from typing import Any
 import click
 
 from shared.cli.common import make_settings, read_up_state
+from shared.cli.db import database_option
 from shared.cli.options import home_option, redis_url_option
 from shared.domains import DOMAINS, get_domain
-from shared.embedded import EmbeddedBroker
+from shared.embedded import EmbeddedBroker, EmbeddedDatabase
 from shared.settings import Settings
 
 __all__ = ["up"]
@@ -32,6 +36,7 @@ RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
 
 @click.command()
 @redis_url_option
+@database_option
 @home_option
 @click.option(
     "--domain",
@@ -50,10 +55,17 @@ RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
     help="Seconds each worker may drain.",
 )
 def up(
-    redis_url: str | None, home: str | None, domains: tuple[str, ...], shutdown_timeout: float | None
+    redis_url: str | None,
+    database_url: str | None,
+    home: str | None,
+    domains: tuple[str, ...],
+    shutdown_timeout: float | None,
 ) -> None:
-    """Run the fleet locally: broker (embedded unless configured) and every domain worker."""
-    settings = make_settings(redis_url=redis_url, home=home, shutdown_timeout=shutdown_timeout)
+    """Run the fleet locally: broker and database (embedded unless configured) and every
+    domain worker."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=database_url, home=home, shutdown_timeout=shutdown_timeout
+    )
     settings.home.mkdir(parents=True, exist_ok=True)
     existing = read_up_state(settings.home)
     if existing is not None:
@@ -66,13 +78,40 @@ def up(
     if not url:
         broker = EmbeddedBroker(settings.home / "valkey", persist=True)
         url = broker.start()
+    database: EmbeddedDatabase | None = None
     try:
+        if not settings.database_url:
+            database = EmbeddedDatabase(settings.home / "postgres")
+            settings = settings.model_copy(update={"database_url": database.start()})
+        asyncio.run(_prepare_database(settings))
         asyncio.run(_supervise(settings, url, [d.name for d in selected], embedded=broker is not None))
     finally:
         settings.state_file.unlink(missing_ok=True)
+        if database is not None:
+            database.stop()
         if broker is not None:
             broker.stop()
     click.echo("fleet stopped", err=True)
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """Migrate the registry database and sync every built-in into it."""
+    from shared.assemble import load_functions
+    from shared.registry.database import connect
+    from shared.registry.migrator import migrate
+    from shared.registry.sync import sync_builtins
+
+    url = settings.database_url or ""
+    await migrate(url)
+    load_functions(extra_modules=settings.extra_modules)
+    connection = await connect(url, timeout=settings.database_timeout)
+    try:
+        report = await sync_builtins(connection)
+    finally:
+        await connection.close()
+    click.echo(
+        f"registry: {url} ({len(report.inserted)} built-ins added, {len(report.updated)} updated)", err=True
+    )
 
 
 async def _supervise(settings: Settings, url: str, domains: list[str], *, embedded: bool) -> None:
@@ -80,7 +119,12 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    env = {**os.environ, "FLEET_REDIS_URL": url, "FLEET_HOME": str(settings.home)}
+    env = {
+        **os.environ,
+        "FLEET_REDIS_URL": url,
+        "FLEET_HOME": str(settings.home),
+        "FLEET_DATABASE_URL": settings.database_url or "",
+    }
     procs: dict[str, asyncio.subprocess.Process] = {}
     backoff = dict.fromkeys(domains, RESTART_BACKOFF_INITIAL)
 
@@ -150,6 +194,7 @@ def _write_state(settings: Settings, url: str, procs: dict[str, Any], embedded: 
         "pid": os.getpid(),
         "redis_url": url,
         "embedded_broker": embedded,
+        "database_url": settings.database_url,
         "workers": {d: p.pid for d, p in procs.items()},
         "started_at": time.time(),
     }
