@@ -78,6 +78,17 @@ class OciExecutor:
         #: execution ids running in this process (the reaper never touches their Jobs).
         self.live: set[str] = set()
 
+    def configure(self, settings: Settings) -> None:
+        """Use ``settings`` (the worker's, flags included) instead of reading the environment.
+
+        Raises:
+            RuntimeError: the executor has already started (its backend is built).
+        """
+        if self._started:
+            raise RuntimeError("configure the OCI executor before its first execution")
+        self._settings = settings
+        self._backend = None
+
     @property
     def settings(self) -> Settings:
         if self._settings is None:
