@@ -21,7 +21,7 @@ import contextlib
 import importlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -220,7 +220,7 @@ class KubeClient:
             )
         raise KubeUnavailable(f"{method} {path} failed {self._retries + 1} times; last: {last}")
 
-    async def watch(self, path: str, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, path: str, params: Mapping[str, str]) -> AsyncGenerator[dict[str, Any], None]:
         """The events of one watch (``?watch=1``) on the collection ``path``, until the server
         ends it. No retries here: the caller re-lists and watches again (see
         :func:`workers.oci.kubernetes.follow`).

@@ -84,20 +84,23 @@ async def follow(
             if found is not None:
                 return found
         try:
-            async for event in kube.watch(path, {**params, "resourceVersion": version}):
-                broken = 0
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "BOOKMARK":
-                    continue
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        break
-                    raise KubeApiError(
-                        int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message"))
-                    )
-                found = check(str(kind), obj)
-                if found is not None:
-                    return found
+            async with contextlib.aclosing(
+                kube.watch(path, {**params, "resourceVersion": version})
+            ) as events:
+                async for event in events:
+                    broken = 0
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            break
+                        raise KubeApiError(
+                            int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message"))
+                        )
+                    found = check(str(kind), obj)
+                    if found is not None:
+                        return found
         except KubeUnavailable:
             broken += 1
             if broken > kube.retries:
