@@ -44,8 +44,11 @@ def load_functions(domain: str | None = None, *, extra_modules: Sequence[str] = 
             raise ConfigError(f"cannot import extra module {module!r}: {exc}") from exc
 
 
-def create_transport(domain: str, settings: Settings, transport: str = "redis") -> Transport:
-    """A transport for ``domain``'s topic and group, per ``settings``."""
+def create_transport(
+    domain: str, settings: Settings, transport: str = "redis", *, metrics: Metrics | None = None
+) -> Transport:
+    """A transport for ``domain``'s topic and group, per ``settings``; ``metrics`` is served at
+    the Dapr app channel's ``/metrics``."""
     name = get_domain(domain).name
     topic, group = settings.topic_for(name), settings.group_for(name)
     if transport == "redis":
@@ -59,7 +62,7 @@ def create_transport(domain: str, settings: Settings, transport: str = "redis") 
     if transport == "dapr":
         from shared.transports.dapr_http import DaprTransport
 
-        dapr: Transport = DaprTransport(topic=topic, domain=name, settings=settings)
+        dapr: Transport = DaprTransport(topic=topic, domain=name, settings=settings, metrics=metrics)
         return dapr
     raise ConfigError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
 
@@ -83,7 +86,7 @@ def create_worker(
     load_functions(name, extra_modules=settings.extra_modules)
     metrics = Metrics()
     if isinstance(transport, str):
-        transport = create_transport(name, settings, transport)
+        transport = create_transport(name, settings, transport, metrics=metrics)
     credentials = CredentialsMiddleware(CredentialResolver.from_settings(settings))
     if settings.database_url and resolver is None:
         from shared.registry.runtime import RegistryRuntime
