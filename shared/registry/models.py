@@ -21,6 +21,8 @@ __all__ = ["EXECUTION_TYPES", "FunctionDefinition", "FunctionRecord", "check_sch
 EXECUTION_TYPES = ("builtin", "oci", "http")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
 _CREDENTIAL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+#: ``{{credentials.KEY}}`` in a webhook header value (resolved by the http executor).
+_HEADER_CREDENTIAL = re.compile(r"\{\{\s*credentials\.([A-Za-z_][A-Za-z0-9_.:-]*)\s*\}\}")
 
 
 def check_schema(schema: Any, what: str) -> None:
@@ -166,6 +168,11 @@ class FunctionDefinition(BaseModel):
                 raise ValueError("webhook_url must be an http(s) URL")
             if self.image_ref or self.command or self.working_dir or self.container_env:
                 raise ValueError("image_ref/command/working_dir/container_env belong to oci functions")
+            # A header that needs a credential declares it: the worker resolves declared keys.
+            used = [k for v in (self.webhook_headers or {}).values() for k in _HEADER_CREDENTIAL.findall(v)]
+            missing = [k for k in dict.fromkeys(used) if k not in self.credentials]
+            if missing:
+                object.__setattr__(self, "credentials", [*self.credentials, *missing])
         return self
 
     @property

@@ -230,6 +230,19 @@ def test_definitions_are_validated() -> None:
         FunctionDefinition(slug="acme/x", domain="nope", execution_type="oci", image_ref="x")
     with pytest.raises(ValueError, match="plugin"):
         FunctionDefinition(slug="Acme X", domain="oci", execution_type="oci", image_ref="x")
+    # Credentials a webhook header uses are declared with the function.
+    hook = FunctionDefinition(
+        slug="acme/hook",
+        domain="http",
+        execution_type="http",
+        webhook_url="https://hooks.example/h",
+        webhook_headers={
+            "Authorization": "Bearer {{credentials.ACME_TOKEN}}",
+            "X-Key": "{{ credentials.K }}",
+        },
+        credentials=["K"],
+    )
+    assert hook.credentials == ["K", "ACME_TOKEN"]
 
 
 async def test_register_updates_bump_the_version_and_keep_enabled(pool: Any) -> None:
