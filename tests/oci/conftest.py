@@ -58,4 +58,10 @@ def make_ctx(
 
 # A real PostgreSQL per test for the registry path (the registry suite's fixtures:
 # FLEET_TEST_DATABASE_URL, else an embedded server).
-from tests.registry.conftest import database_server, database_url, migrated_url, pool  # noqa: E402, F401
+from tests.registry.conftest import (  # noqa: E402, F401
+    database_server,
+    database_url,
+    migrated_url,
+    pool,
+    registry_settings,
+)

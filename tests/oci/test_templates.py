@@ -155,3 +155,31 @@ async def test_scaffolded_template_runs_through_the_registry_and_the_local_backe
 
 def test_settings_default_to_the_local_backend() -> None:
     assert Settings().oci_backend == "local"
+
+
+async def test_end_to_end_a_request_to_an_oci_registry_worker_runs_the_scaffolded_function(
+    tmp_path: Path, registry_settings: Any, redis: Any, pool: Any
+) -> None:
+    """fleet new → register → publish on the oci topic → registry worker → executor hook →
+    local backend → result on the results topic (what `fleet up` does with an oci function)."""
+    from shared.assemble import create_worker
+    from tests.conftest import read_results, running
+    from tests.registry.conftest import publish
+
+    result = CliRunner().invoke(cli, ["new", "python", "acme/e2e-count", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    local = yaml.safe_load((tmp_path / "e2e-count" / "function.local.yaml").read_text())
+    await FunctionRepository(pool).register(FunctionDefinition.model_validate(local))
+
+    settings = registry_settings(oci_backend="local")
+    async with running(create_worker("oci", settings)):
+        ok = await publish(redis, settings, "acme/e2e-count", {"text": TEXT, "top": 2}, domain="oci")
+        bad = await publish(redis, settings, "acme/e2e-count", {"text": 7}, domain="oci")
+        results = await read_results(redis, settings.results_topic, 2, timeout=60)
+    by_id = {r["data"]["execution_id"]: r["data"] for r in results}
+    assert by_id[ok]["status"] == "completed"
+    assert by_id[ok]["output"] == EXPECTED
+    # The registry's JSON Schema check answers before the function runs.
+    assert by_id[bad]["status"] == "failed"
+    assert by_id[bad]["error"]["code"] == "invalid_input"
+    assert OCI_EXECUTOR.settings is settings  # the startup hook handed the worker's settings over

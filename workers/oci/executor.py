@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from shared.errors import ConfigError
 from shared.functions import ExecutionContext
 from shared.settings import Settings
 from workers.oci.protocol import OciFunction, backend_unavailable, encode_input
@@ -79,15 +80,22 @@ class OciExecutor:
         self.live: set[str] = set()
 
     def configure(self, settings: Settings) -> None:
-        """Use ``settings`` (the worker's, flags included) instead of reading the environment.
+        """Use ``settings`` (the worker's, flags included) from the next execution on.
+
+        Called when a worker is built (a startup hook). A backend built from earlier settings is
+        dropped (its in-flight cleanups finish on their own) and the reaper runs again.
 
         Raises:
-            RuntimeError: the executor has already started (its backend is built).
+            ConfigError: executions are running (settings cannot change under them).
         """
-        if self._started:
-            raise RuntimeError("configure the OCI executor before its first execution")
+        if self.live:
+            raise ConfigError("cannot reconfigure the OCI executor while it runs executions")
+        if settings.oci_backend == "kubernetes" and not settings.oci_namespace.strip():
+            raise ConfigError("FLEET_OCI_NAMESPACE must not be blank")
         self._settings = settings
         self._backend = None
+        self._started = False
+        self._per_slug.clear()
 
     @property
     def settings(self) -> Settings:
