@@ -36,11 +36,14 @@ def trace_id(traceparent: str) -> str:
     return traceparent.split("-")[1]
 
 
-def assert_result_envelope(run: Running, event: dict[str, Any], execution_id: str, slug: str) -> None:
+def assert_result_envelope(
+    run: Running, event: dict[str, Any], execution_id: str, slug: str, *, check_subject: bool = True
+) -> None:
     """What every result event carries, completed or failed."""
     assert event["specversion"] == "1.0"
     assert event["source"] == f"fleet/{run.worker.domain}"
-    assert event["subject"] == slug
+    if check_subject:
+        assert event["subject"] == slug
     assert event["executionid"] == execution_id
     assert event["datacontenttype"] == "application/json"
     assert isinstance(event["id"], str)
@@ -215,7 +218,9 @@ async def test_oversized_request_fails_payload_too_large(harness: Harness) -> No
         event, _, _ = await run.result_for(execution_id)
 
         assert event["type"] == "fleet.execution.failed"
-        assert_result_envelope(run, event, execution_id, "")
+        # The slug is unknown before decoding; the runtime currently writes subject "" here,
+        # which the CloudEvents spec forbids (reported; not asserted either way).
+        assert_result_envelope(run, event, execution_id, "", check_subject=False)
         error = event["data"]["error"]
         assert error["code"] == "payload_too_large"
         assert error["details"]["limit"] == 2048
