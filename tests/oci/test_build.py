@@ -163,3 +163,50 @@ async def test_a_failed_build_reports_its_log(
     assert result.reason.startswith("BackoffLimitExceeded")
     assert result.log_tail == ["error building image: FROM nope"]
     assert not fake_kube.objects["jobs"]
+
+
+def test_fleet_build_cli_creates_the_job_waits_and_updates_function_yaml(
+    function_dir: Path, tmp_path: Path
+) -> None:
+    """The command itself (it runs its own event loop), against the fake served from a thread."""
+    import asyncio
+    import threading
+
+    from tests.fakes.kube import running_fake_kube
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    served = running_fake_kube()
+    try:
+        fake = asyncio.run_coroutine_threadsafe(served.__aenter__(), loop).result(10)
+        fake.scenario = Scenario(log="INFO Pushed\n")
+        config = fake.kubeconfig(tmp_path / "kubeconfig")
+        image = "registry.example.com/acme/counter:0.3.0"
+        runner = CliRunner()
+        env = {"FLEET_OCI_API_BACKOFF": "0.01", "FLEET_DATABASE_URL": ""}
+        result = runner.invoke(
+            cli, ["build", str(function_dir), "--image", image, "--kubeconfig", str(config)], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert f"built and pushed {image}" in result.output
+        assert "no registry configured" in result.output
+        assert f"image_ref: {image}" in (function_dir / "function.yaml").read_text()
+        assert f"image_ref: {image}" in (function_dir / "function.local.yaml").read_text()
+        assert len(fake.calls("POST", "/jobs")) == 1
+        assert not fake.objects["jobs"]
+
+        fake.scenario = Scenario(outcome="exit", exit_code=1, log="error: no such base image\n")
+        failed = runner.invoke(
+            cli,
+            ["build", str(function_dir), "--image", "r.example/y:1", "--kubeconfig", str(config)],
+            env=env,
+        )
+        assert failed.exit_code == 1
+        assert "error: no such base image" in failed.output
+        assert "image_ref: r.example/y:1" not in (function_dir / "function.yaml").read_text()
+    finally:
+        asyncio.run_coroutine_threadsafe(served.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
