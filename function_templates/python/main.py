@@ -31,7 +31,9 @@ _TYPES = {"object": dict, "string": str, "integer": int, "array": list, "boolean
 def check(value: Any, schema: dict[str, Any], path: str = "input") -> list[str]:
     """Violations of ``value`` against the subset of JSON Schema this template uses."""
     expected = schema.get("type")
-    if expected and (not isinstance(value, _TYPES[expected]) or (expected == "integer" and isinstance(value, bool))):
+    if expected and (
+        not isinstance(value, _TYPES[expected]) or (expected == "integer" and isinstance(value, bool))
+    ):
         return [f"{path}: must be of type {expected}"]
     errors: list[str] = []
     if isinstance(value, dict):
