@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from shared.cli.bench import bench
 from shared.cli.config import config
 from shared.cli.db import db, executions, functions
 from shared.cli.invoke import invoke, publish
@@ -31,6 +32,7 @@ for command in (
     publish,
     invoke,
     config,
+    bench,
     topic,
     dlq,
     db,

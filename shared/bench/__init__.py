@@ -1,0 +1,36 @@
+"""`fleet bench`: throughput, latency and memory of one worker process, against a baseline.
+
+* :mod:`shared.bench.runner` — runs the worker and the baseline as child processes on one
+  server and measures them the same way (:func:`~shared.bench.runner.run_bench`);
+* :mod:`shared.bench.measure` — the instruments (publishers, the results reader, percentiles,
+  ``/proc`` statistics);
+* :mod:`shared.bench.baseline` — the minimal hand-written Redis Streams consumer the worker is
+  compared with (``python -m shared.bench.baseline``).
+
+Performance is measured here and never asserted in tests; the targets below are what the
+report compares against.
+"""
+
+from __future__ import annotations
+
+__all__ = ["REPORT_KEYS", "TARGETS"]
+
+#: Keys every report has (``fleet bench --json``); reports may carry more.
+REPORT_KEYS = (
+    "n",
+    "throughput_per_s",
+    "baseline_per_s",
+    "ratio",
+    "p50_ms",
+    "p99_ms",
+    "rss_idle_mb",
+    "rss_after_mb",
+)
+
+#: The goals from the benchmark issue: ``(report key, comparison, bound)``.
+TARGETS = (
+    ("ratio", ">=", 0.6),
+    ("p50_ms", "<", 2.0),
+    ("p99_ms", "<", 10.0),
+    ("rss_idle_mb", "<", 60.0),
+)

@@ -1,0 +1,51 @@
+"""`fleet bench` end to end on the test broker: a small run produces one well-formed JSON
+report and leaves nothing behind. Speed is never asserted here; `fleet bench` measures it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import redis as redis_sync
+from click.testing import CliRunner
+
+from shared.bench import REPORT_KEYS
+from shared.cli.main import cli
+
+
+def test_bench_json_report(redis_url: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--json", "-n", "200", "--rate", "200", "--redis-url", redis_url],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    report = json.loads(lines[0])
+    assert isinstance(report, dict)
+    assert set(REPORT_KEYS) <= set(report)
+
+    assert report["n"] == 200
+    assert report["latency_n"] == 200
+    assert report["rate"] == 200
+    for key in ("throughput_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms"):
+        value = report[key]
+        assert isinstance(value, float), (key, value)
+        assert math.isfinite(value), (key, value)
+        assert value > 0, (key, value)
+    for key in ("rss_idle_mb", "rss_after_mb"):
+        assert isinstance(report[key], float), (key, report[key])
+        assert 0 < report[key] < 10_000, (key, report[key])
+    assert report["p50_ms"] <= report["p99_ms"]
+    assert math.isclose(report["ratio"], report["throughput_per_s"] / report["baseline_per_s"], rel_tol=0.01)
+
+    # Cleaned up: no stream, group or note of the run's namespace is left on the server.
+    namespace = report["namespace"]
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        left = [k for pattern in (f"{namespace}*", f"*{namespace}*") for k in client.scan_iter(match=pattern)]
+    finally:
+        client.close()
+    assert left == []
