@@ -54,7 +54,7 @@ class Scenario:
 
     ``outcome``: ``succeed`` (exit 0), ``exit`` (``exit_code``), ``image_pull`` (the container
     waits in ``pull_reason`` forever), ``deadline`` (the Job fails ``DeadlineExceeded``),
-    ``hang`` (runs until deleted).
+    ``evicted`` (the pod fails without an exit status), ``hang`` (runs until deleted).
     """
 
     outcome: str = "succeed"
@@ -221,6 +221,8 @@ class FakeKube:
             "phase": "Succeeded" if code == 0 else "Failed",
             "containerStatuses": [_status(container, {"terminated": terminated})],
         }
+        if scenario.outcome == "evicted":  # the kubelet gave up on the pod: no exit status
+            pod["status"] = {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."}
         self._put("pods", pod, "MODIFIED")
         job = copy.deepcopy(self.objects["jobs"].get(name))
         if job is None:

@@ -268,6 +268,19 @@ async def test_deadline_exceeded_is_timeout(fake_kube: FakeKube, kube_settings: 
     assert_cleaned_up(fake_kube, job_name("acme/greet", make_ctx()))
 
 
+async def test_a_pod_that_never_exited_is_function_failed_and_retryable(
+    fake_kube: FakeKube, kube_settings: Settings
+) -> None:
+    fake_kube.scenario = Scenario(outcome="evicted", log="partial work\n")
+    with pytest.raises(ExecutionFailed) as caught:
+        await run(kube_settings, {}, function=record(credentials=()))
+    assert caught.value.code == "function_failed"
+    assert caught.value.retryable is True
+    assert caught.value.details["exit_code"] is None
+    assert caught.value.details["reason"].startswith("BackoffLimitExceeded")
+    assert caught.value.message.startswith("acme/greet did not run to completion")
+
+
 async def test_api_500s_are_retried_then_the_run_succeeds(
     fake_kube: FakeKube, kube_settings: Settings
 ) -> None:

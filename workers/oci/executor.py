@@ -95,6 +95,7 @@ class OciExecutor:
         self._settings = settings
         self._backend = None
         self._started = False
+        self._lock = asyncio.Lock()
         self._per_slug.clear()
 
     @property

@@ -208,7 +208,12 @@ class KubeClient:
                     if response.status < 300:
                         if text:
                             return payload.decode(errors="replace")
-                        return json.loads(payload) if payload else None
+                        try:
+                            return json.loads(payload) if payload else None
+                        except ValueError:
+                            last = f"{response.status} with a body that is not JSON"
+                            log.warning("kubernetes API answer unreadable", method=method, path=path)
+                            continue
                     error = _api_error(response.status, payload)
                     if response.status < 500 and response.status != 429:
                         raise error

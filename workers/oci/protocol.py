@@ -251,7 +251,8 @@ def interpret(fn: OciFunction, outcome: RunOutcome, *, tail_lines: int) -> dict[
     * exit 0 → :func:`parse_output` (``invalid_output`` when the last line is not an object);
     * non-zero → ``function_failed`` with ``exit_code``, ``reason`` and ``log_tail`` (scrubbed);
       a last line ``{"error": {"message", "retryable"}}`` (or ``{"error": "text"}``) supplies the
-      message and ``retryable``.
+      message and ``retryable``;
+    * no exit status (the pod was evicted or deleted) → ``function_failed``, retryable.
     """
     if outcome.timed_out:
         raise ExecutionTimeout(
@@ -260,10 +261,14 @@ def interpret(fn: OciFunction, outcome: RunOutcome, *, tail_lines: int) -> dict[
         )
     if outcome.exit_code == 0:
         return parse_output(outcome.stdout, fn.slug)
-    message = f"{fn.slug} exited with code {outcome.exit_code}"
+    if outcome.exit_code is None:
+        # No exit status at all (pod evicted, preempted, deleted): the infrastructure's doing,
+        # so the same request may well succeed again.
+        message, retryable = f"{fn.slug} did not run to completion", True
+    else:
+        message, retryable = f"{fn.slug} exited with code {outcome.exit_code}", False
     if outcome.reason:
         message += f" ({outcome.reason})"
-    retryable = False
     line = _last_line(outcome.stdout)
     if line is not None and line.startswith("{"):
         try:
