@@ -428,3 +428,44 @@ async def test_the_executor_reaps_once_before_its_first_job(
         await executor.close()
     assert fake_kube.deleted("jobs")[0] == "leftover"
     assert len([r for r in fake_kube.calls("GET", "/jobs") if "labelSelector" in r.query]) == 1
+
+
+async def test_the_reaper_asks_the_execution_history(
+    fake_kube: FakeKube, kube_settings: Settings, migrated_url: str, pool: Any
+) -> None:
+    rows = [
+        ("done", "completed", "now()"),
+        ("crashed", "running", "now() - interval '1 minute'"),
+        ("running", "running", "now() + interval '10 minutes'"),
+    ]
+    for execution_id, status, lease in rows:
+        await pool.execute(
+            "INSERT INTO function_executions (id, function_slug, status, lease_expires_at) "
+            f"VALUES ($1, 'acme/greet', $2, {lease})",
+            execution_id,
+            status,
+        )
+    labels = {
+        "app.kubernetes.io/managed-by": "function-fleet",
+        "app.kubernetes.io/component": "oci-function",
+        "fleet.dev/worker": "another-replica",
+    }
+    for execution_id in ("done", "crashed", "running", "unknown"):
+        fake_kube.add_job(
+            {
+                "metadata": {
+                    "name": f"job-{execution_id}",
+                    "labels": labels,
+                    "annotations": {"fleet.dev/execution-id": execution_id},
+                },
+                "spec": {"activeDeadlineSeconds": 60},
+            }
+        )
+    fake_kube.scenario = Scenario(log='{"ok": true}')
+    settings = kube_settings.model_copy(update={"database_url": migrated_url})
+    executor = OciExecutor(settings)
+    try:
+        assert await executor.execute(record(credentials=()), {}, make_ctx("fresh")) == {"ok": True}
+    finally:
+        await executor.close()
+    assert sorted(fake_kube.objects["jobs"]) == ["job-running", "job-unknown"]

@@ -15,7 +15,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -58,8 +59,10 @@ class OciExecutor:
         settings: read from the environment on first use when omitted (the executor is
             registered at import, before any settings exist).
         backend: built from ``settings`` on first use when omitted.
-        still_running: execution id → False when the execution history knows it is over; passed
-            to the reaper (``None``: the reaper goes by finished state, worker label and age).
+        still_running: execution id → False when the execution is known to be over; passed to
+            the reaper. Default: the execution history (``function_executions``: completed,
+            failed, or a claim whose lease expired) when ``FLEET_DATABASE_URL`` is set, else
+            nothing (the reaper goes by finished state, worker label and age).
     """
 
     def __init__(
@@ -115,10 +118,37 @@ class OciExecutor:
                 reap = getattr(self._backend, "reap", None)
                 if reap is not None:
                     try:
-                        await reap(set(self.live), still_running=self._still_running)
+                        async with self._history_probe() as still_running:
+                            await reap(set(self.live), still_running=still_running)
                     except Exception as exc:
                         log.warning("OCI reaper failed; leftovers stay until their TTL", error=str(exc))
             return self._backend
+
+    @contextlib.asynccontextmanager
+    async def _history_probe(self) -> AsyncIterator[Callable[[str], Awaitable[bool | None]] | None]:
+        """The reaper's ``still_running``: the one given, else the execution history when
+        ``FLEET_DATABASE_URL`` is set (one connection for the whole reap), else ``None``."""
+        if self._still_running is not None or not self.settings.database_url:
+            yield self._still_running
+            return
+        from shared.registry.database import connect
+
+        connection = await connect(self.settings.database_url, timeout=self.settings.database_timeout)
+
+        async def still_running(execution_id: str) -> bool | None:
+            row = await connection.fetchrow(
+                "SELECT status, lease_expires_at IS NOT NULL AND lease_expires_at < now() AS expired "
+                "FROM function_executions WHERE id = $1",
+                execution_id,
+            )
+            if row is None:
+                return None
+            return row["status"] in ("pending", "running") and not row["expired"]
+
+        try:
+            yield still_running
+        finally:
+            await connection.close()
 
     async def close(self) -> None:
         """Release the backend (waits for in-flight cleanups)."""
