@@ -17,7 +17,6 @@ from the registry issue on); functions every domain serves (``system/*``) go to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Self
 
 import orjson
@@ -30,7 +29,7 @@ from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
 from shared.functions import BUILTINS, FunctionTable
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
-from shared.transports.redis_streams import connect, redis_errors_as_transport
+from shared.transports.redis_streams import cancel_and_wait, connect, redis_errors_as_transport
 
 __all__ = ["DEFAULT_DIAGNOSTIC_DOMAIN", "FleetClient"]
 
@@ -71,6 +70,7 @@ class FleetClient:
         self._waiters: dict[str, asyncio.Future[ExecutionResult]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._position: str | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -88,10 +88,9 @@ class FleetClient:
         self._position = bytes(last[0][0]).decode() if last else "0-0"
 
     async def close(self) -> None:
+        self._closing = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()
@@ -195,7 +194,7 @@ class FleetClient:
         topic = self.settings.results_topic
         position = self._position or "0-0"
         delay = 0.1
-        while self._waiters:
+        while self._waiters and not self._closing:
             try:
                 response: Any = await self._redis.xread(
                     {topic: position}, count=_READ_COUNT, block=_READ_BLOCK_MS

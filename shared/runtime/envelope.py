@@ -177,15 +177,20 @@ def encode_result(
         "id": str(uuid.uuid4()),
         "source": f"fleet/{domain}",
         "type": EVENT_COMPLETED if data["status"] == "completed" else EVENT_FAILED,
-        "subject": function,
         "time": utc_now_iso(),
         "datacontenttype": "application/json",
         "executionid": request_id,
         "data": data,
     }
+    if function:
+        # CloudEvents forbids an empty subject; a request too broken to name its function has none.
+        event["subject"] = function
     child = child_traceparent(traceparent)
     if child:
         event["traceparent"] = child
+        # daprd replaces `traceparent` with its own publish span unless `traceid` is present
+        # (dapr-wire.md §3), so both carry the continued trace through a Dapr publish.
+        event["traceid"] = child
         if tracestate:
             event["tracestate"] = tracestate
     return orjson.dumps(event)

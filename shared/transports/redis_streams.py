@@ -48,6 +48,7 @@ from shared.transports.base import Delivery, Outcome, Settlement
 
 __all__ = [
     "RedisStreamsTransport",
+    "cancel_and_wait",
     "connect",
     "ensure_group",
     "min_unanswered_id",
@@ -69,6 +70,19 @@ _CONNECTION_ERRORS = (
     ConnectionError,
     OSError,
 )
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], attempts: int = 50) -> None:
+    """Cancel ``task`` and wait for it to end. redis-py can swallow a cancellation that lands
+    inside a command (the call returns normally), so cancel again until the task is done;
+    loops that own such calls also check a closing flag."""
+    for _ in range(attempts):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: a failure at close is not worth an "exception never retrieved"
 
 
 def connect(url: str) -> Redis:
@@ -179,6 +193,7 @@ class RedisStreamsTransport:
         self._autoclaim_cursor = "0-0"
         self._intake_stopped = False
         self._maintenance: asyncio.Task[None] | None = None
+        self._closing = False
         self._next_trim = 0.0
         self._block_ms = settings.block_ms
         self._processing_timeout_ms = int(settings.processing_timeout * 1000)
@@ -198,9 +213,9 @@ class RedisStreamsTransport:
         self._reclaimed.clear()
 
     async def close(self) -> None:
+        self._closing = True
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            await asyncio.gather(self._maintenance, return_exceptions=True)
+            await cancel_and_wait(self._maintenance)
         if self._owns_client:
             await self.redis.aclose()
 
@@ -288,7 +303,7 @@ class RedisStreamsTransport:
 
     async def _maintenance_loop(self) -> None:
         period = self._maintenance_period()
-        while True:
+        while not self._closing:
             await asyncio.sleep(period)
             try:
                 await self.maintain()

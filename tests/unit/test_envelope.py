@@ -188,3 +188,19 @@ def test_encoded_requests_round_trip_and_parse_with_the_sdk() -> None:
     assert from_json(body).get_attributes()["id"] == execution_id
     decoded = decode_request(body)
     assert (decoded.id, decoded.function, decoded.data.node_id) == (execution_id, "system/sleep", "n")
+
+
+def test_results_without_a_function_omit_subject_and_still_parse() -> None:
+    data: dict[str, Any] = {"execution_id": "exec-1", "function": "", "status": "failed"}
+    body = encode_result(request_id="exec-1", function="", domain="ai", data=data)
+    assert "subject" not in orjson.loads(body)
+    assert from_json(body).get_attributes()["executionid"] == "exec-1"
+
+
+def test_results_carry_traceid_so_daprd_keeps_the_continued_trace() -> None:
+    data: dict[str, Any] = {"execution_id": "e", "function": "system/echo", "status": "completed"}
+    event = orjson.loads(
+        encode_result(request_id="e", function="system/echo", domain="ai", data=data, traceparent=TRACEPARENT)
+    )
+    assert event["traceid"] == event["traceparent"]
+    assert event["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
