@@ -53,7 +53,13 @@ def test_dry_run_prints_a_schema_valid_configmap_and_kaniko_job(function_dir: Pa
     assert job["metadata"]["namespace"] == configmap["metadata"]["namespace"] == "builds"
     assert configmap["metadata"]["name"] == f"{name}-context"
     assert configmap["immutable"] is True
-    assert sorted(context_files(configmap)) == ["Dockerfile", "function.yaml", "main.py"]
+    assert sorted(context_files(configmap)) == [
+        ".dockerignore",
+        ".gitignore",
+        "Dockerfile",
+        "function.yaml",
+        "main.py",
+    ]
     assert context_files(configmap)["main.py"] == (function_dir / "main.py").read_bytes()
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
