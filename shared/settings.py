@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     dapr_bulk_subscribe: bool = Field(
         default=True, description="Ask daprd for bulk deliveries (`bulkSubscribe`)."
     )
+    dapr_subscriptions: Literal["programmatic", "declarative"] = Field(
+        default="programmatic",
+        description="`declarative` when Subscription resources are deployed (the rendered manifests): "
+        "GET /dapr/subscribe then answers [] so daprd does not see the subscription twice.",
+    )
     dapr_ready_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to wait for daprd's outbound health at start."
     )

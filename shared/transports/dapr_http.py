@@ -141,7 +141,10 @@ class DaprTransport:
 
     # ------------------------------------------------------------------ discovery
     def subscriptions(self) -> list[dict[str, Any]]:
-        """The body of ``GET /dapr/subscribe`` (dapr-wire.md §2 "Discovery")."""
+        """The body of ``GET /dapr/subscribe`` (dapr-wire.md §2 "Discovery"); empty when the
+        subscription is declared by a Subscription resource instead."""
+        if self.settings.dapr_subscriptions == "declarative":
+            return []
         item: dict[str, Any] = {
             "pubsubname": self.settings.pubsub_name,
             "topic": self.topic,

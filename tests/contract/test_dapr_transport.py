@@ -455,3 +455,17 @@ async def test_a_delivery_daprd_hung_up_on_is_not_published(
             assert [p.status for p in sidecar.publishes] == [204]
     finally:
         await transport.close()
+
+
+def test_declarative_deployments_get_no_programmatic_subscription(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With Subscription resources deployed, answering /dapr/subscribe too would make daprd see
+    the subscription twice; the rendered ConfigMap sets FLEET_DAPR_SUBSCRIPTIONS=declarative."""
+    topic = "functions.ai"
+    declarative = DaprTransport(
+        topic=topic, domain="ai", settings=make_settings(dapr_subscriptions="declarative")
+    )
+    programmatic = DaprTransport(topic=topic, domain="ai", settings=make_settings())
+    assert declarative.subscriptions() == []
+    assert [s["topic"] for s in programmatic.subscriptions()] == [topic]
