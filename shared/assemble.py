@@ -10,7 +10,7 @@ from typing import Any
 from shared.credentials import CredentialResolver, CredentialsMiddleware
 from shared.domains import get_domain
 from shared.errors import ConfigError
-from shared.functions import BUILTINS, FunctionResolver, FunctionTable
+from shared.functions import BUILTINS, STARTUP_HOOKS, FunctionResolver, FunctionTable
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
     InputValidationMiddleware,
@@ -84,6 +84,8 @@ def create_worker(
     """
     name = get_domain(domain).name
     load_functions(name, extra_modules=settings.extra_modules)
+    for hook in STARTUP_HOOKS:
+        hook(settings)
     metrics = Metrics()
     if isinstance(transport, str):
         transport = create_transport(name, settings, transport, metrics=metrics)
