@@ -469,3 +469,14 @@ async def test_the_reaper_asks_the_execution_history(
     finally:
         await executor.close()
     assert sorted(fake_kube.objects["jobs"]) == ["job-running", "job-unknown"]
+
+
+async def test_a_large_input_travels_through_job_and_watch_events(
+    fake_kube: FakeKube, kube_settings: Settings
+) -> None:
+    fake_kube.scenario = Scenario(log='{"ok": true}\n')
+    text = "word " * 25_000  # 125 000 bytes of INPUT: every watch event carries it
+    assert await run(kube_settings, {"text": text}, credentials={"API_TOKEN": PLANTED}) == {"ok": True}
+    (create,) = fake_kube.calls("POST", "/jobs")
+    env = create.body["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert json.loads(next(e["value"] for e in env if e["name"] == "INPUT")) == {"text": text}

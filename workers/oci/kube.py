@@ -39,6 +39,8 @@ log = structlog.get_logger("fleet.oci.kube")
 MAX_BACKOFF = 10.0
 #: Seconds a plain (non-watch) request may take.
 REQUEST_TIMEOUT = 30.0
+#: Largest watch event accepted (a Job or Pod object; the API server caps objects near 1.5 MiB).
+MAX_EVENT_BYTES = 4 * 1024 * 1024
 #: Seconds the server keeps one watch open (``timeoutSeconds``); the caller re-lists and watches again.
 WATCH_SECONDS = 240
 
@@ -248,15 +250,24 @@ class KubeClient:
                     if response.status >= 500 or response.status == 429:
                         raise KubeUnavailable(str(error))
                     raise error
-                while True:
-                    line = await response.content.readline()
-                    if not line:
-                        return
-                    if line.strip():
-                        event = json.loads(line)
-                        if isinstance(event, dict):
-                            yield event
-        except (aiohttp.ClientError, TimeoutError, OSError, json.JSONDecodeError) as exc:
+                # Not StreamReader.readline: it refuses lines over 128 KiB, and an event carries
+                # the whole object (a Job's INPUT alone may be 128 KiB).
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    if len(pending) > MAX_EVENT_BYTES:
+                        raise ValueError(f"a watch event over {MAX_EVENT_BYTES} bytes")
+                    for line in lines:
+                        if line.strip():
+                            event = json.loads(line)
+                            if isinstance(event, dict):
+                                yield event
+                if pending.strip():
+                    event = json.loads(pending)
+                    if isinstance(event, dict):
+                        yield event
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise KubeUnavailable(f"watch {path} broke off: {type(exc).__name__}: {exc}") from exc
 
 
