@@ -160,18 +160,27 @@ def test_settings_default_to_the_local_backend() -> None:
 async def test_end_to_end_a_request_to_an_oci_registry_worker_runs_the_scaffolded_function(
     tmp_path: Path, registry_settings: Any, redis: Any, pool: Any
 ) -> None:
-    """fleet new → register → publish on the oci topic → registry worker → executor hook →
-    local backend → result on the results topic (what `fleet up` does with an oci function)."""
+    """fleet new → fleet functions register → publish on the oci topic → registry worker →
+    executor hook → local backend → result on the results topic (`fleet up` with an oci function)."""
+    import asyncio
+
     from shared.assemble import create_worker
     from tests.conftest import read_results, running
     from tests.registry.conftest import publish
 
     result = CliRunner().invoke(cli, ["new", "python", "acme/e2e-count", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    local = yaml.safe_load((tmp_path / "e2e-count" / "function.local.yaml").read_text())
-    await FunctionRepository(pool).register(FunctionDefinition.model_validate(local))
-
     settings = registry_settings(oci_backend="local")
+    # `fleet functions register` runs its own event loop: give it a thread.
+    registered = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["functions", "register", str(tmp_path / "e2e-count" / "function.local.yaml")],
+        env={"FLEET_DATABASE_URL": settings.database_url},
+    )
+    assert registered.exit_code == 0, registered.output
+    assert registered.output.startswith("created acme/e2e-count (version 1")
+
     async with running(create_worker("oci", settings)):
         ok = await publish(redis, settings, "acme/e2e-count", {"text": TEXT, "top": 2}, domain="oci")
         bad = await publish(redis, settings, "acme/e2e-count", {"text": 7}, domain="oci")
