@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,24 @@ async def test_max_concurrency_is_honoured_per_slug(tmp_path: Path, oci_settings
     finally:
         await executor.close()
     assert [o["running"] for o in outs] == [1, 1, 1]
+
+
+async def test_a_descendant_that_escaped_the_group_does_not_hang_the_run(
+    tmp_path: Path, oci_settings: Any
+) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "sleeper = [sys.executable, '-c', 'import time; time.sleep(600)']\n"
+        "child = subprocess.Popen(sleeper, start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    try:
+        with pytest.raises(ExecutionFailed) as caught:
+            await run(oci_settings(), function(tmp_path, script, timeout_seconds=1.0), {})
+        assert caught.value.code == "timeout"
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

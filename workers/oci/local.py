@@ -134,7 +134,11 @@ class LocalBackend:
             except TimeoutError:
                 timed_out = True
                 await asyncio.shield(self._kill(process))
-                stdout, stderr = await readers
+                try:
+                    # A descendant that left the process group may still hold the pipes open.
+                    stdout, stderr = await asyncio.wait_for(asyncio.shield(readers), KILL_GRACE)
+                except TimeoutError:
+                    stdout, stderr = b"", b""
         finally:
             if process.returncode is None:
                 # Cancelled (the runtime's timeout or a shutdown): take the process group down
@@ -142,6 +146,7 @@ class LocalBackend:
                 killer = asyncio.ensure_future(self._kill(process))
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(killer)
+            if not readers.done():
                 readers.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await readers
