@@ -1,9 +1,11 @@
 """One coalescing writer for every execution-history and claim operation of a worker.
 
-Operations are queued by the delivery tasks; a single flusher task takes *everything queued*
-and writes it in **one statement** (data-modifying CTEs over ``unnest()`` arrays), i.e. one
-database round trip per batch of messages, however many state changes the batch holds. While
-a flush is in flight, new operations wait for the next one, so the batch size adapts to load.
+Operations are queued by the delivery tasks; the dispatcher takes *everything queued* and
+writes it in **one statement** (data-modifying CTEs over ``unnest()`` arrays), i.e. one
+database round trip per batch of messages, however many state changes the batch holds. Up to
+``max_in_flight`` statements run at once (the claims of a new batch need not wait behind the
+results of the previous one); what arrives meanwhile waits for the next statement, so the
+batch size adapts to load.
 
 Four kinds of operation, each at most once per execution id per flush (a second operation on
 the same id waits for the next flush, since one statement must not touch a row twice):
@@ -40,6 +42,10 @@ __all__ = ["BatchWriter", "ClaimResult", "DatabaseUnavailable", "FinishRecord", 
 log = structlog.get_logger("fleet.history")
 
 OpKind = Literal["claim", "start", "release", "finish"]
+
+#: Seconds a ``running`` mark is held back: most executions finish sooner, and then the mark
+#: is superseded by the final write instead of costing a statement on the hot path.
+START_DELAY = 0.2
 
 
 class DatabaseUnavailable(InfrastructureError):
@@ -98,6 +104,9 @@ class Op:
     # finish
     finish: FinishRecord | None = None
     future: asyncio.Future[Any] | None = field(default=None, repr=False)
+    #: loop time when queued (a ``start`` waits :data:`START_DELAY` for its finish to supersede it).
+    queued_at: float = 0.0
+    superseded: bool = False
 
 
 _FLUSH_SQL = """
@@ -190,10 +199,19 @@ class BatchWriter:
         buffer: most finish/start/release operations held while the database is down; beyond
             it :meth:`finish` raises InfrastructureError (the delivery is then not acked).
         timeout: seconds one flush may take before the database counts as unreachable.
+        max_in_flight: statements in flight at once (each on its own pooled connection); a
+            batch never holds an execution that a statement in flight holds.
     """
 
-    def __init__(self, pool: Any, *, owner: str, buffer: int = 10_000, timeout: float = 10.0) -> None:
+    def __init__(
+        self, pool: Any, *, owner: str, buffer: int = 10_000, timeout: float = 10.0, max_in_flight: int = 3
+    ) -> None:
         self._pool = pool
+        self._max_in_flight = max_in_flight
+        self._flushing: set[asyncio.Task[bool]] = set()
+        self._inflight_ids: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.owner = owner
         self._buffer = buffer
         self._timeout = timeout
@@ -227,6 +245,9 @@ class BatchWriter:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+            for task in list(self._flushing):
+                task.cancel()
+            await asyncio.gather(*self._flushing, return_exceptions=True)
             self._task = None
         if self._queue:
             log.error("history writes lost at shutdown; database unreachable", count=len(self._queue))
@@ -278,41 +299,88 @@ class BatchWriter:
         await op.future
 
     def _put(self, op: Op) -> None:
+        op.queued_at = asyncio.get_running_loop().time()
         self._queue.append(op)
         self._wake.set()
 
     # ------------------------------------------------------------------ flushing
     async def _run(self) -> None:
+        """Dispatch flushes: up to ``max_in_flight`` statements at once while the database is
+        up (each on its own pooled connection); one at a time, with backoff, while it is down."""
         delay = 0.1
         while True:
-            if not self._queue:
+            if self.down:
+                await self._idle.wait()
+                batch = self._take()
+                if not batch:
+                    if self._closing and not self._queue:
+                        return
+                    await self._wait_for_work()
+                    continue
+                if await self._flush_guarded(batch):
+                    delay = 0.1
+                    continue
                 if self._closing:
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(5.0, delay * 2)
                 continue
-            batch = self._take()
-            try:
-                await self._flush(batch)
-            except Exception as exc:
-                if is_outage(exc):
-                    self._outage(batch, exc)
-                    if self._closing:
-                        return
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(5.0, delay * 2)
+            if self._queue and len(self._flushing) < self._max_in_flight:
+                batch = self._take()
+                if batch:
+                    self._spawn(batch)
                     continue
-                # A statement error (bad data, a bug): isolate the culprit one op at a time.
-                if len(batch) > 1:
-                    for op in reversed(batch):
-                        self._queue.appendleft(op)
-                    await self._flush_singly(len(batch))
-                else:
-                    self._failed(batch, exc)
-                continue
-            if self.down:
-                log.info("database reachable again; history writes resumed", pending=len(self._queue))
-            self.down, delay = False, 0.1
+            if self._closing and not self._queue and not self._flushing:
+                return
+            await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        """Until something is queued or a flush ends; held-back starts come due by themselves."""
+        self._wake.clear()
+        if self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), START_DELAY / 2)
+        else:
+            await self._wake.wait()
+
+    def _spawn(self, batch: list[Op]) -> None:
+        task = asyncio.create_task(self._flush_guarded(batch))
+        ids = [op.id for op in batch]
+        self._flushing.add(task)
+        self._inflight_ids.update(ids)
+        self._idle.clear()
+
+        def done(finished: asyncio.Task[bool]) -> None:
+            self._flushing.discard(finished)
+            self._inflight_ids.difference_update(ids)
+            if not self._flushing:
+                self._idle.set()
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _flush_guarded(self, batch: list[Op]) -> bool:
+        """Flush ``batch``; False when the database turned out to be unreachable (the batch's
+        writes are re-queued, its claims failed)."""
+        try:
+            await self._flush(batch)
+        except Exception as exc:
+            if is_outage(exc):
+                self._outage(batch, exc)
+                return False
+            # A statement error (bad data, a bug): isolate the culprit one op at a time.
+            for n, op in enumerate(batch):
+                try:
+                    await self._flush([op])
+                except Exception as single:
+                    if is_outage(single):
+                        self._outage(batch[n:], single)
+                        return False
+                    self._failed([op], single)
+        if self.down:
+            log.info("database reachable again; history writes resumed", pending=len(self._queue))
+        self.down = False
+        return True
 
     def _take(self) -> list[Op]:
         """Everything queued, at most one op per execution id (one statement must not touch a
@@ -321,37 +389,44 @@ class BatchWriter:
         flush, so each execution's ops keep their order."""
         batch: dict[str, Op] = {}
         deferred: deque[Op] = deque()
-        blocked: set[str] = set()
+        # Executions in a statement still in flight wait for it: their ops stay in order.
+        blocked: set[str] = set(self._inflight_ids)
+        held_starts: dict[str, Op] = {}
+        due = asyncio.get_running_loop().time() - START_DELAY
         for op in self._queue:
+            if op.kind == "finish" and op.id in held_starts:
+                # The held-back "running" mark is superseded by the final write.
+                held_starts.pop(op.id).superseded = True
             if op.id in blocked:
                 deferred.append(op)
                 continue
             previous = batch.get(op.id)
-            if previous is None:
+            if previous is None and op.kind == "start" and op.queued_at > due and not self._closing:
+                held_starts[op.id] = op
+                blocked.add(op.id)
+                deferred.append(op)
+            elif previous is None:
                 batch[op.id] = op
             elif previous.kind == "start" and op.kind == "finish":
                 del batch[op.id]  # re-inserted last: the finish keeps its place in the order
                 batch[op.id] = op
-                if previous.future is not None and not previous.future.done():
-                    previous.future.set_result(None)
             else:
                 blocked.add(op.id)
                 deferred.append(op)
+        if held_starts or any(op.superseded for op in deferred):
+            # A superseded start frees its execution's later ops for this very batch.
+            freed = {op.id for op in deferred if op.superseded} - self._inflight_ids
+            kept: deque[Op] = deque()
+            for op in deferred:
+                if op.superseded:
+                    continue
+                if op.id in freed and op.id not in batch and op.kind == "finish":
+                    batch[op.id] = op
+                    continue
+                kept.append(op)
+            deferred = kept
         self._queue = deferred
         return list(batch.values())
-
-    async def _flush_singly(self, count: int) -> None:
-        for _ in range(count):
-            if not self._queue:
-                return
-            op = self._queue.popleft()
-            try:
-                await self._flush([op])
-            except Exception as exc:
-                if is_outage(exc):
-                    self._outage([op], exc)
-                    return
-                self._failed([op], exc)
 
     def _failed(self, batch: list[Op], exc: Exception) -> None:
         log.error(
