@@ -150,6 +150,11 @@ class LocalBackend:
                 readers.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await readers
+                # Pipes still held open by an escaped descendant: close our ends now rather
+                # than leave the transport to the garbage collector.
+                transport = getattr(process, "_transport", None)
+                if transport is not None:
+                    transport.close()
         out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
         code = process.returncode
         reason = f"killed by signal {-code}" if code is not None and code < 0 else None
