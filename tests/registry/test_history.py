@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -56,3 +57,25 @@ async def test_every_request_gets_a_history_row(
     assert row["status"] == "failed"
     assert row["error"]["code"] == "unknown_function"
     assert row["function_id"] is None
+
+
+async def test_a_long_execution_is_pending_then_running_then_completed(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+) -> None:
+    settings = registry_settings()
+    async with running(create_worker("ai", settings, table=TEST_FUNCTIONS)):
+        execution_id = await publish(redis, settings, "system/sleep", {"seconds": 1.5})
+        seen: list[str] = []
+        for _ in range(400):
+            row = await execution_row(pool, execution_id)
+            if row is not None and (not seen or seen[-1] != row["status"]):
+                seen.append(row["status"])
+            if seen and seen[-1] == "completed":
+                break
+            await asyncio.sleep(0.01)
+        results = await read_results(redis, settings.results_topic, 1)
+    assert "running" in seen
+    assert seen[-1] == "completed"
+    assert seen.index("running") < seen.index("completed")
+    assert set(seen) <= {"pending", "running", "completed"}
+    assert results[0]["data"]["output"] == {"slept": 1.5}

@@ -61,6 +61,14 @@ async def test_worker_serves_through_an_outage_and_catches_up(
             assert row is not None
             assert row["status"] == "completed"
         assert not worker.registry.writer.down
+        # The LISTEN connection died with the outage and came back (dropping the cache).
+        listener = worker.registry.listener
+        for _ in range(300):
+            if listener.reconnects >= 1 and listener.listening.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert listener.reconnects >= 1
+        assert listener.listening.is_set()
         # New work is claimed and recorded normally again.
         after = await publish(redis, settings, "system/echo", {"n": 9})
         assert len(await read_results(redis, settings.results_topic, 5)) == 5
