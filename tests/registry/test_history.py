@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
+from shared.runtime.envelope import encode_request
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import execution_row, publish
@@ -79,3 +80,32 @@ async def test_a_long_execution_is_pending_then_running_then_completed(
     assert seen.index("running") < seen.index("completed")
     assert set(seen) <= {"pending", "running", "completed"}
     assert results[0]["data"]["output"] == {"slept": 1.5}
+
+
+async def test_requests_failing_before_resolution_are_recorded(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+) -> None:
+    import orjson
+
+    settings = registry_settings(max_payload_bytes=2048)
+    bad_type = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": "bad-type-1",
+            "source": "t",
+            "type": "nope",
+            "data": {"function": "system/echo"},
+        }
+    )
+    _, too_big = encode_request(function="system/echo", input={"blob": "x" * 4096}, execution_id="too-big-1")
+    async with running(create_worker("ai", settings, table=TEST_FUNCTIONS)):
+        for body in (bad_type, too_big):
+            await redis.xadd(settings.topic_for("ai"), {"data": body, "metadata": b"{}"})
+        results = await read_results(redis, settings.results_topic, 2)
+    assert len(results) == 2
+    for execution_id, code in (("bad-type-1", "invalid_event"), ("too-big-1", "payload_too_large")):
+        row = await execution_row(pool, execution_id)
+        assert row is not None, execution_id
+        assert row["status"] == "failed"
+        assert row["error"]["code"] == code
+        assert row["function_id"] is None
