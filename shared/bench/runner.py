@@ -99,6 +99,10 @@ class BenchOptions:
     latency_n: int | None = None
     rounds: int = 3
     baseline: bool = True
+    #: run the worker with the PostgreSQL registry, history and exactly-once claims on
+    #: (``database_url``, else the settings', else an embedded PostgreSQL for the run).
+    history: bool = False
+    database_url: str | None = None
 
     @property
     def latency_count(self) -> int:
@@ -249,12 +253,13 @@ def run_bench(
     notes; ``progress`` (optional) draws bars. Raises :class:`BenchError` when a measurement
     cannot complete and :class:`BenchInterrupted` (after cleaning up) on SIGINT/SIGTERM.
     """
-    from shared.embedded import EmbeddedBroker
+    from shared.embedded import EmbeddedBroker, EmbeddedDatabase
 
     domain = get_domain(options.domain).name
     namespace = f"fleet-bench-{uuid.uuid4().hex[:10]}."
     url = settings.redis_url
     broker: EmbeddedBroker | None = None
+    database: EmbeddedDatabase | None = None
     keys: list[str] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
@@ -264,8 +269,16 @@ def run_bench(
                 status("starting an embedded Valkey")
                 broker = EmbeddedBroker(Path(tmp) / "valkey")
                 url = broker.start()
+            database_url = ""  # no history unless asked for, whatever the environment says
+            if options.history:
+                database_url = options.database_url or settings.database_url or ""
+                if not database_url:
+                    status("starting an embedded PostgreSQL")
+                    database = EmbeddedDatabase(Path(tmp) / "postgres")
+                    database_url = database.start()
             bench_settings = settings.model_copy(
                 update={
+                    "database_url": database_url,
                     "redis_url": url,
                     "topic_prefix": f"{namespace}functions.",
                     "results_topic": f"{namespace}functions.results",
@@ -293,6 +306,9 @@ def run_bench(
             if broker is not None:
                 with contextlib.suppress(Exception):
                     broker.stop()
+            if database is not None:
+                with contextlib.suppress(Exception):
+                    database.stop()
     worker = results["worker"]
     base = results.get("baseline")
     baseline_tp = base.throughput_per_s if base is not None else None
@@ -321,6 +337,7 @@ def run_bench(
         "baseline_rss_idle_mb": _r(base.rss_idle_mb, 1) if base else None,
         "worker_start_s": _r(worker.start_s, 2),
         "domain": domain,
+        "history": options.history,
         "concurrency": settings.concurrency,
         "batch_size": settings.batch_size,
         "server": "embedded valkey" if broker is not None else _redacted(url or ""),
@@ -380,6 +397,7 @@ def _targets(settings: Settings, domain: str, namespace: str) -> list[_Target]:
         "FLEET_RESULTS_MAXLEN": str(settings.results_maxlen),
         "FLEET_LOG_LEVEL": "warning",
         "FLEET_LOG_FORMAT": "json",
+        "FLEET_DATABASE_URL": settings.database_url or "",
     }
     worker = _Target(
         label="worker",

@@ -98,6 +98,15 @@ EXIT_INTERRUPTED = 130
     help="Also measure the minimal Redis Streams loop (needed for `ratio`).",
 )
 @click.option(
+    "--history/--no-history",
+    default=False,
+    show_default=True,
+    envvar="FLEET_BENCH_HISTORY",
+    show_envvar=True,
+    help="Run the worker with the PostgreSQL registry, execution history and exactly-once claims "
+    "(FLEET_DATABASE_URL, else an embedded PostgreSQL for the run).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -114,6 +123,7 @@ def bench(
     domain: str,
     concurrency: int | None,
     baseline: bool,
+    history: bool,
     as_json: bool,
 ) -> None:
     """Measure throughput, latency and memory of one worker process (of --domain).
@@ -131,7 +141,7 @@ def bench(
 
     settings = make_settings(redis_url=redis_url, concurrency=concurrency)
     options = BenchOptions(
-        n=n, rate=rate, domain=domain, latency_n=latency_n, rounds=rounds, baseline=baseline
+        n=n, rate=rate, domain=domain, latency_n=latency_n, rounds=rounds, baseline=baseline, history=history
     )
     tty = sys.stdout.isatty()
 
