@@ -81,3 +81,19 @@ async def test_prune_deletes_only_old_final_history(pool: Any) -> None:
     left = {r["id"] for r in await pool.fetch("SELECT id FROM function_executions")}
     assert left == {"old-held", "new-done"}
     assert await prune(pool, 30, exclusive=True) == 0
+
+
+async def test_workers_prune_history_periodically(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+) -> None:
+    await pool.execute(
+        "INSERT INTO function_executions (id, function_slug, status, created_at)"
+        " VALUES ('ancient', 'system/echo', 'completed', now() - interval '400 days')"
+    )
+    settings = registry_settings(history_retention_days=365, history_prune_interval=0.2)
+    async with running(create_worker("ai", settings, table=TEST_FUNCTIONS)):
+        for _ in range(100):
+            if await pool.fetchval("SELECT count(*) FROM function_executions WHERE id = 'ancient'") == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert await pool.fetchval("SELECT count(*) FROM function_executions WHERE id = 'ancient'") == 0
