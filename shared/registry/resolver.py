@@ -150,7 +150,13 @@ class RegistryResolver:
     async def _load_once(self, key: str) -> _Entry:
         pending = self._loading.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this waiter itself was cancelled
+                # The loading task was cancelled (its delivery, not ours): load it ourselves.
+                return await self._load_once(key)
         future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         generation = self._generation
@@ -163,7 +169,10 @@ class RegistryResolver:
                 self._cache[key] = entry
             future.set_result(entry)
             return entry
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()  # waiters retry the load themselves (see below)
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             # Only the waiters (if any) should see it; don't leave "never retrieved" warnings.
             future.exception()

@@ -377,3 +377,28 @@ async def test_enable_and_disable_reach_a_running_worker(
         await publish(redis, settings, "system/echo", {"n": 2})
         results = await read_results(redis, settings.results_topic, 2)
     assert results[1]["data"]["error"]["code"] == "function_disabled"
+
+
+async def test_a_cancelled_load_does_not_fail_the_other_waiters() -> None:
+    class SlowPool:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.release = asyncio.Event()
+
+        async def fetchrow(self, *args: Any) -> Any:
+            self.calls += 1
+            await self.release.wait()
+            return None
+
+    pool = SlowPool()
+    resolver = RegistryResolver(pool, ttl=60, table=TEST_FUNCTIONS)
+    first = asyncio.create_task(resolver.resolve("nobody/nothing"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(resolver.resolve("nobody/nothing"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    pool.release.set()
+    assert await second is None
+    assert first.cancelled()
+    assert pool.calls == 2
