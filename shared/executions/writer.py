@@ -170,8 +170,12 @@ finished AS (
         attempt = GREATEST(fe.attempt, EXCLUDED.attempt), started_at = EXCLUDED.started_at,
         completed_at = EXCLUDED.completed_at, duration_ms = EXCLUDED.duration_ms,
         worker = EXCLUDED.worker, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-    -- A final row is only replaced by its own claim's result (never by a late loser).
-    WHERE fe.status IN ('pending', 'running') OR fe.lease_token IS NOT DISTINCT FROM EXCLUDED.lease_token
+    -- Written by the claim's holder; by anyone once the row's lease is gone or expired; never
+    -- over a live lease of another worker (e.g. a duplicate's dead-letter failure) or a final
+    -- row of another claim.
+    WHERE fe.lease_token IS NOT DISTINCT FROM EXCLUDED.lease_token
+       OR (fe.status IN ('pending', 'running')
+           AND (fe.lease_expires_at IS NULL OR fe.lease_expires_at < now() OR fe.lease_owner = $11))
     RETURNING fe.id
 )
 SELECT c.id,

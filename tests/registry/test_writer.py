@@ -1,0 +1,76 @@
+"""The batch writer's rules on one row, with two writers (two workers) on one database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.executions.writer import BatchWriter, FinishRecord, Op
+
+
+def finish(execution_id: str, status: str, token: str | None, output: Any = None) -> FinishRecord:
+    return FinishRecord(
+        id=execution_id,
+        function_id=None,
+        slug="system/echo",
+        workflow_execution_id=None,
+        node_id=None,
+        status=status,
+        input={},
+        output=output,
+        error=None if status == "completed" else {"code": "max_deliveries_exceeded"},
+        result={"status": status, "output": output},
+        attempt=1,
+        started_at=None,
+        completed_at=None,
+        duration_ms=1.0,
+        worker="w",
+        token=token,
+    )
+
+
+async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
+    a = BatchWriter(pool, owner="fleet-ai/a/1")
+    b = BatchWriter(pool, owner="fleet-ai/b/2")
+    a.start()
+    b.start()
+    try:
+        won = await a.claim(Op(kind="claim", id="x", token="ta", slug="system/echo", lease_seconds=60))
+        assert won.won
+        assert not won.taken_over
+        lost = await b.claim(Op(kind="claim", id="x", token="tb", slug="system/echo", lease_seconds=60))
+        assert not lost.won
+        assert lost.status == "pending"
+        assert lost.lease_owner == "fleet-ai/a/1"
+
+        # A duplicate's dead-letter failure must not overwrite the live execution.
+        await b.finish(finish("x", "failed", None))
+        assert await pool.fetchval("SELECT status FROM function_executions WHERE id = 'x'") == "pending"
+
+        await a.finish(finish("x", "completed", "ta", {"ok": True}))
+        row = await pool.fetchrow(
+            "SELECT status, output, lease_owner FROM function_executions WHERE id = 'x'"
+        )
+        assert (row["status"], row["output"], row["lease_owner"]) == ("completed", {"ok": True}, None)
+
+        # A final row answers every later claim with the stored result and is never replaced.
+        again = await b.claim(Op(kind="claim", id="x", token="tb2", slug="system/echo", lease_seconds=60))
+        assert not again.won
+        assert again.result == {"status": "completed", "output": {"ok": True}}
+        await b.finish(finish("x", "failed", "tb2"))
+        assert await pool.fetchval("SELECT status FROM function_executions WHERE id = 'x'") == "completed"
+
+        # An expired lease is taken over; a released one at once.
+        await a.claim(Op(kind="claim", id="y", token="ty", slug="system/echo", lease_seconds=0.01))
+        await pool.execute("SELECT pg_sleep(0.05)")
+        taken = await b.claim(Op(kind="claim", id="y", token="ty2", slug="system/echo", lease_seconds=60))
+        assert taken.won
+        assert taken.taken_over
+        await b.claim(Op(kind="claim", id="z", token="tz", slug="system/echo", lease_seconds=60))
+        b.submit(Op(kind="release", id="z", token="tz"))
+        await b.finish(finish("other", "completed", None))  # a flush after the release
+        released = await a.claim(Op(kind="claim", id="z", token="tz2", slug="system/echo", lease_seconds=60))
+        assert released.won
+        assert await pool.fetchval("SELECT attempt FROM function_executions WHERE id = 'z'") == 2
+    finally:
+        await a.close()
+        await b.close()
