@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,7 +25,6 @@ import structlog
 from shared.credentials import SECRETS
 from shared.errors import Retry
 from shared.executions.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
-from shared.runtime.envelope import utc_now_iso
 from shared.runtime.middleware import Answer, Call, CallNext
 
 __all__ = ["ClaimMiddleware", "HistoryRecorder", "parse_time"]
@@ -84,7 +83,7 @@ class ClaimMiddleware:
             input=_scrub(call.event.data.input),
             attempt=call.ctx.attempt,
             lease_seconds=call.timeout + self._margin,
-            started_at=parse_time(utc_now_iso()),
+            started_at=datetime.now(UTC),
         )
         # Taken before the first await: a duplicate arriving meanwhile sees it at once.
         self._running.add(execution_id)
