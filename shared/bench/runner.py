@@ -76,6 +76,11 @@ WARMUP = 100
 #: Seconds a child gets after SIGTERM before SIGKILL.
 STOP_GRACE = 10.0
 
+#: Variables of ours the children must not inherit: they would change what is measured
+#: (``--burst`` would exit between phases). Everything else the worker inherits on purpose,
+#: so the bench measures the worker as this environment configures it.
+_NOT_INHERITED = frozenset({"FLEET_BURST", "FLEET_TRANSPORT", "FLEET_APP_PORT", "APP_PORT"})
+
 #: ``progress(label, total)`` -> a context manager yielding ``advance(count)``.
 ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
 
@@ -384,8 +389,9 @@ def _run_async(coro: Any) -> Any:
 
 def _targets(settings: Settings, domain: str, namespace: str) -> list[_Target]:
     assert settings.redis_url
+    inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env = {
-        **os.environ,
+        **inherited,
         "FLEET_REDIS_URL": settings.redis_url,
         "FLEET_TOPIC_PREFIX": settings.topic_prefix,
         "FLEET_RESULTS_TOPIC": settings.results_topic,
