@@ -86,7 +86,7 @@ async def test_a_killed_workers_execution_is_taken_over_once(
         execution_id = await publish(
             redis, settings, "testing/counted", {"redis": redis_url, "key": key, "hold": 30}
         )
-        for _ in range(600):
+        for _ in range(1200):
             row = await execution_row(pool, execution_id)
             if row is not None and row["status"] == "running" and await redis.get(f"{key}:runs"):
                 break

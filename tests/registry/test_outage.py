@@ -89,8 +89,13 @@ async def test_a_full_buffer_stops_acking_until_the_database_returns(
         first = await publish(redis, settings, "system/echo", {"n": 1})
         assert len(await read_results(redis, settings.results_topic, 2)) == 2
         # The buffer holds one write: the next result is not published, the delivery stays pending.
+        retried = worker.metrics.deliveries["retry"]
         second = await publish(redis, settings, "system/echo", {"n": 2})
-        await asyncio.sleep(1.0)
+        for _ in range(300):  # until the worker has handled (and not acked) it
+            if worker.metrics.deliveries["retry"] > retried:
+                break
+            await asyncio.sleep(0.05)
+        assert worker.metrics.deliveries["retry"] > retried
         assert len(await redis.xrange(settings.results_topic)) == 2
         pending = await redis.xpending(settings.topic_for("ai"), settings.group_for("ai"))
         assert pending["pending"] >= 1
