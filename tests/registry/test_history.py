@@ -67,7 +67,7 @@ async def test_a_long_execution_is_pending_then_running_then_completed(
     async with running(create_worker("ai", settings, table=TEST_FUNCTIONS)):
         execution_id = await publish(redis, settings, "system/sleep", {"seconds": 1.5})
         seen: list[str] = []
-        for _ in range(400):
+        for _ in range(2000):
             row = await execution_row(pool, execution_id)
             if row is not None and (not seen or seen[-1] != row["status"]):
                 seen.append(row["status"])
