@@ -5,19 +5,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+from pydantic import BaseModel, PydanticUserError
+
 from shared.functions import BUILTINS, FunctionSpec, FunctionTable
 from shared.registry.repository import BuiltinRow, FunctionRepository, SyncReport
 
 __all__ = ["PERMISSIVE_SCHEMA", "builtin_row", "sync_builtins"]
 
+log = structlog.get_logger("fleet.registry")
+
 #: The input schema of a built-in without an input model (the diagnostics' echo): any object.
 PERMISSIVE_SCHEMA: dict[str, Any] = {"type": "object"}
 
 
+def _schema(model: type[BaseModel] | None, slug: str) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    try:
+        return model.model_json_schema()
+    except PydanticUserError as exc:  # a type with no JSON Schema: pydantic still validates it
+        log.warning(
+            "built-in model has no JSON Schema; the registry keeps none", function=slug, error=str(exc)
+        )
+        return None
+
+
 def builtin_row(spec: FunctionSpec) -> BuiltinRow:
-    """The registry's view of an in-code built-in; schemas from its pydantic models."""
-    input_schema = spec.input_model.model_json_schema() if spec.input_model else dict(PERMISSIVE_SCHEMA)
-    output_schema = spec.output_model.model_json_schema() if spec.output_model else None
+    """The registry's view of an in-code built-in; schemas from its pydantic models (a model
+    pydantic cannot describe as JSON Schema gets the permissive schema / none)."""
+    input_schema = _schema(spec.input_model, spec.slug) or dict(PERMISSIVE_SCHEMA)
+    output_schema = _schema(spec.output_model, spec.slug)
     return BuiltinRow(
         slug=spec.slug,
         name=spec.name,
