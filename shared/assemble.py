@@ -82,7 +82,12 @@ def create_worker(
     recorded (docs/registry.md); ``table`` holds the built-ins it can run and syncs.
     Otherwise the in-code built-ins, without history.
     """
-    name = get_domain(domain).name
+    declared = get_domain(domain)
+    name = declared.name
+    if "concurrency" not in settings.model_fields_set:
+        # The domain's declared concurrency (also Dapr's app-max-concurrency in the manifests)
+        # unless FLEET_CONCURRENCY / --concurrency says otherwise.
+        settings = settings.model_copy(update={"concurrency": declared.concurrency})
     load_functions(name, extra_modules=settings.extra_modules)
     for hook in STARTUP_HOOKS:
         hook(settings)

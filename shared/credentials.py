@@ -21,16 +21,17 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import orjson
-import yaml
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, InfrastructureError
 from shared.runtime.middleware import Call, CallNext
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # aiohttp is only needed with a Dapr sidecar: imported when first used
+    import aiohttp
 
 __all__ = [
     "SECRETS",
@@ -153,7 +154,12 @@ class FileSecretSource:
             return {}
         if mtime != self._mtime:
             text = self.path.read_text()
-            raw = json.loads(text) if self.path.suffix == ".json" else yaml.safe_load(text)
+            if self.path.suffix == ".json":
+                raw = json.loads(text)
+            else:
+                import yaml
+
+                raw = yaml.safe_load(text)
             values: dict[str, str] = {}
             _flatten(raw or {}, "", values, self._separator)
             self._values, self._mtime = values, mtime
@@ -180,6 +186,8 @@ class DaprSecretSource:
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self, key: str) -> str | None:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         try:

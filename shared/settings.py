@@ -53,7 +53,12 @@ class Settings(BaseSettings):
         "unique among live workers of a domain; a restart under the same name resumes its "
         "pending work at once.",
     )
-    concurrency: int = Field(default=32, ge=1, le=10_000, description="In-flight executions per worker.")
+    concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="In-flight executions per worker (unset: the domain's declared concurrency).",
+    )
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Entries read per XREADGROUP.")
     block_ms: int = Field(
         default=1000,

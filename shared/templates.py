@@ -172,6 +172,6 @@ class TemplateMiddleware:
     """Resolves the input's templates from ``request.context`` before validation."""
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
-        if has_templates(call.input):
+        if call.may_have_templates and has_templates(call.input):
             call.input = resolve_templates(call.input, call.event.data.context)
         return await call_next(call)

@@ -27,9 +27,8 @@ import json
 import random
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +37,9 @@ from shared.contract import ErrorCode
 from shared.credentials import SECRETS
 from shared.errors import ExecutionFailed
 from shared.functions import on_shutdown
+
+if TYPE_CHECKING:  # imported on the first provider call: an idle worker does not pay for it
+    import httpx
 
 __all__ = [
     "BODY_EXCERPT_CHARS",
@@ -163,6 +165,8 @@ def provider_settings() -> ProviderSettings:
 def get_client(provider: str) -> httpx.AsyncClient:
     """The pooled client of ``provider`` (created on first use, and anew under another event
     loop: pooled connections belong to the loop that opened them)."""
+    import httpx
+
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -319,6 +323,8 @@ async def call(
     :class:`~shared.errors.ExecutionFailed` (``provider_error`` / ``timeout``).
 
     ``url`` (absolute) replaces base URL + ``path`` (for URLs a provider handed back)."""
+    import httpx
+
     settings = provider_settings()
     client = get_client(provider)
     target = url or f"{settings.base_url(provider)}{path}"

@@ -1,49 +1,64 @@
-"""The `fleet` command: one group, one module per command family."""
+"""The `fleet` command: one group, one module per command family, imported on demand.
+
+Commands are loaded lazily so that `fleet worker` (a long-lived process) and quick commands
+like `fleet invoke` only import what they use: a worker does not carry the manifest renderer,
+the registry CLI or the benchmark in memory.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from shared.cli.bench import bench
-from shared.cli.config import config
-from shared.cli.db import db, executions, functions
-from shared.cli.invoke import invoke, publish
-from shared.cli.manifests import manifests, streams
-from shared.cli.oci import build, new
-from shared.cli.topic import dlq, topic
-from shared.cli.up import up
-from shared.cli.worker import worker
+__all__ = ["COMMANDS", "cli", "main"]
 
-__all__ = ["cli", "main"]
+#: command name → "module:attribute" of its click command, in the order `--help` lists them.
+COMMANDS: dict[str, str] = {
+    "up": "shared.cli.up:up",
+    "worker": "shared.cli.worker:worker",
+    "publish": "shared.cli.invoke:publish",
+    "invoke": "shared.cli.invoke:invoke",
+    "config": "shared.cli.config:config",
+    "bench": "shared.cli.bench:bench",
+    "topic": "shared.cli.topic:topic",
+    "dlq": "shared.cli.topic:dlq",
+    "manifests": "shared.cli.manifests:manifests",
+    "streams": "shared.cli.manifests:streams",
+    "db": "shared.cli.db:db",
+    "functions": "shared.cli.db:functions",
+    "executions": "shared.cli.db:executions",
+    "new": "shared.cli.oci:new",
+    "build": "shared.cli.oci:build",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported when they are invoked or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 @click.version_option(package_name="function-fleet")
 def cli() -> None:
     """Function Fleet: event-driven workers for workflow functions.
 
     Every option has a FLEET_* environment fallback (shown in each command's --help).
     """
-
-
-for command in (
-    up,
-    worker,
-    publish,
-    invoke,
-    config,
-    bench,
-    topic,
-    dlq,
-    db,
-    functions,
-    new,
-    build,
-    executions,
-    manifests,
-    streams,
-):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ Events built by daprd's publish API are accepted as they are: extra attributes (
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -38,6 +38,7 @@ __all__ = [
     "decode_request",
     "encode_request",
     "encode_result",
+    "new_event_id",
     "peek_id",
     "utc_now_iso",
     "violations",
@@ -46,7 +47,7 @@ __all__ = [
 _ACCEPTED_TYPES = frozenset({EVENT_REQUESTED, DAPR_DEFAULT_EVENT_TYPE})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestEvent:
     """A decoded ``fleet.execution.requested`` CloudEvent."""
 
@@ -145,8 +146,31 @@ def _is_json(content_type: object) -> bool:
     return base == "application/json" or base.endswith("+json")
 
 
+_second_cached = -1
+_second_text = ""
+
+
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, UTC, RFC 3339 with milliseconds (``2026-11-23T10:26:47.114Z``).
+
+    Called several times per message: the seconds part is formatted once per second."""
+    global _second_cached, _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second_cached:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cached = second
+    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID string, built from 16 random bytes directly (``uuid.uuid4``
+    plus ``str`` costs twice as much on the per-result path)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def child_traceparent(traceparent: str | None) -> str | None:
@@ -174,10 +198,10 @@ def encode_result(
     """The result CloudEvent for ``data`` (an :class:`~shared.contract.ExecutionResult` dict)."""
     event: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": new_event_id(),
         "source": f"fleet/{domain}",
         "type": EVENT_COMPLETED if data["status"] == "completed" else EVENT_FAILED,
-        "time": utc_now_iso(),
+        "time": data.get("completed_at") or utc_now_iso(),
         "datacontenttype": "application/json",
         "executionid": request_id,
         "data": data,

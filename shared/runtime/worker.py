@@ -312,6 +312,7 @@ class Worker:
             input=event.data.input,
             timeout=self._timeout_for(spec, event),
             started_monotonic=started,
+            may_have_templates=b"{{" in body,
         )
         try:
             output = await self._chain(call)

@@ -18,6 +18,7 @@ from shared.settings import Settings
 
 
 def test_public_surface_is_complete_and_sorted() -> None:
+    assert set(shared.__all__) == set(shared._HOMES)
     assert shared.__all__ == sorted(shared.__all__)
     for name in shared.__all__:
         assert hasattr(shared, name), name
@@ -121,3 +122,18 @@ def test_secret_registry_scrubs_raw_and_json_escaped_forms() -> None:
     assert registry.scrub('token=s3cr3t-"quoted" abc') == "token=*** abc"
     assert registry.scrub_bytes(b'{"t":"s3cr3t-\\"quoted\\""}') == b'{"t":"***"}'
     assert registry.scrub_value({"a": ['x s3cr3t-"quoted"']}) == {"a": ["x ***"]}
+
+
+def test_every_cli_command_loads_and_has_help() -> None:
+    from click.testing import CliRunner
+
+    from shared.cli.main import COMMANDS, cli
+
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["--help"])
+    assert listing.exit_code == 0
+    for name in COMMANDS:
+        assert name in listing.output
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage:" in result.output
