@@ -153,17 +153,19 @@ def fleet_home() -> Iterator[Path]:
 
 
 async def _fleet_up(home: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shared.cli.main",
-        "up",
-        "--domain",
-        "ai",
-        cwd=ROOT,
-        env=env,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    # Its output (and its workers') is kept for the assertion messages of a failing run.
+    with (home / "up.log").open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli.main",
+            "up",
+            "--domain",
+            "ai",
+            cwd=ROOT,
+            env=env,
+            stderr=log_file,
+        )
     for _ in range(1200):
         state_file = home / "up.json"
         if state_file.exists():
@@ -188,7 +190,9 @@ async def _cli(env: dict[str, str], *args: str) -> Any:
         sys.executable, "-m", "shared.cli.main", *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await process.communicate()
-    assert process.returncode == 0, out
+    home = Path(env["FLEET_HOME"])
+    log = (home / "up.log").read_text()[-4000:] if (home / "up.log").exists() else ""
+    assert process.returncode == 0, f"{out.decode()}\n--- fleet up log ---\n{log}"
     return json.loads(out)
 
 
@@ -203,7 +207,7 @@ async def test_fleet_up_runs_an_embedded_database_kept_between_runs(
             "FLEET_TOPIC_PREFIX": f"{namespace}functions.",
             "FLEET_RESULTS_TOPIC": f"{namespace}functions.results",
             "FLEET_GROUP_PREFIX": f"{namespace}fleet-",
-            "FLEET_LOG_LEVEL": "warning",
+            "FLEET_LOG_LEVEL": "info",
         }
     )
     process, state = await _fleet_up(fleet_home, env)
