@@ -319,7 +319,14 @@ class BatchWriter:
                 if not batch:
                     if self._closing and not self._queue:
                         return
-                    await self._wait_for_work()
+                    if self._queue:
+                        await self._wait_for_work()
+                        continue
+                    # Nothing to write: probe, so claims resume once the database is back.
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(5.0, delay * 2)
+                    if await self._probe():
+                        delay = 0.1
                     continue
                 if await self._flush_guarded(batch):
                     delay = 0.1
@@ -346,6 +353,18 @@ class BatchWriter:
                 await asyncio.wait_for(self._wake.wait(), START_DELAY / 2)
         else:
             await self._wake.wait()
+
+    async def _probe(self) -> bool:
+        """``SELECT 1``; True (and no longer down) when the database answers."""
+        try:
+            await self._pool.fetchval("SELECT 1", timeout=self._timeout)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.warning("database probe failed", error=str(exc))
+            return False
+        log.info("database reachable again; claims resumed")
+        self.down = False
+        return True
 
     def _spawn(self, batch: list[Op]) -> None:
         task = asyncio.create_task(self._flush_guarded(batch))

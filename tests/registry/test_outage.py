@@ -107,3 +107,29 @@ async def test_a_full_buffer_stops_acking_until_the_database_returns(
             row = await wait_for_row(pool, execution_id)
             assert row is not None
             assert row["status"] == "completed"
+
+
+async def test_claims_resume_after_an_outage_with_nothing_to_write(proxy: PgProxy) -> None:
+    from shared.executions.writer import BatchWriter, DatabaseUnavailable, Op
+    from shared.registry.database import create_pool
+
+    pool = await create_pool(proxy.url, timeout=3)
+    writer = BatchWriter(pool, owner="fleet-ai/w/1", timeout=3)
+    writer.start()
+    try:
+        assert (await writer.claim(Op(kind="claim", id="before", token="t0", lease_seconds=60))).won
+        await proxy.cut()
+        with pytest.raises(DatabaseUnavailable):
+            await writer.claim(Op(kind="claim", id="during", token="t1", lease_seconds=60))
+        assert writer.down
+        assert writer.pending == 0  # a failed claim is not held: nothing left to retry
+        await proxy.restore()
+        for _ in range(300):
+            if not writer.down:
+                break
+            await asyncio.sleep(0.05)
+        assert not writer.down
+        assert (await writer.claim(Op(kind="claim", id="after", token="t2", lease_seconds=60))).won
+    finally:
+        await writer.close()
+        await pool.close()
