@@ -12,7 +12,8 @@ Grammar inside ``{{ … }}`` (spaces around the path allowed)::
   object, list, null, ...).
 * Templates inside other text are replaced by the value as text: strings as they are,
   anything else as compact JSON (``true``, ``3``, ``{"a":1}``).
-* ``\\{{`` is a literal ``{{`` (the backslash is removed); nothing else is an escape.
+* ``\\{{`` is a literal ``{{`` (the backslash is removed); nothing else is an escape. Extra
+  braces around a template are literal: ``{{{a}}}`` is ``{`` + the value of ``a`` + ``}``.
 * A path that does not resolve, or a ``{{ … }}`` that is not a path, fails the execution
   with ``template_unresolved`` naming the path and where in the input it was.
 * Templates are resolved in values at any depth (dict values, list items), not in keys, and
@@ -32,8 +33,9 @@ from shared.runtime.middleware import Call, CallNext
 
 __all__ = ["TemplateError", "TemplateMiddleware", "has_templates", "resolve_path", "resolve_templates"]
 
-# A template, or an escaped opening. Non-greedy up to the first "}}".
-_TOKEN = re.compile(r"\\\{\{|\{\{(.*?)\}\}", re.DOTALL)
+# A template, or an escaped opening. A template opens at the last "{" of a run ("{{{a}}" is
+# "{" then {{a}}) and closes at the first "}}" after it.
+_TOKEN = re.compile(r"\\\{\{|\{\{(?!\{)(.*?)\}\}", re.DOTALL)
 _STEP = re.compile(
     r"""\s*(?:
         (?P<name>[A-Za-z_][A-Za-z0-9_-]*)

@@ -147,6 +147,9 @@ def test_template_edge_cases() -> None:
         "key {{fetch.n}}": "keys are not templates",
         "lone": "{ {fetch.n} } and }} and {{ unclosed",
     }
+    # Extra braces around a template are text.
+    assert resolve_templates("{{{fetch.n}}}", context) == "{2}"
+    assert resolve_templates("{{{{fetch.n}}}}", context) == "{{2}}"
     # A substituted value is not resolved again.
     assert resolve_templates("{{a.b}}", {"a": {"b": "{{a.b}}"}}) == "{{a.b}}"
     with pytest.raises(TemplateError):
