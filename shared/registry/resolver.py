@@ -190,8 +190,13 @@ class RegistryResolver:
             del self._cache[key]
 
     def cached(self, key: str) -> FunctionRecord | None:
+        """The cached record for ``key`` (``None``: not cached, or cached as unknown)."""
         entry = self._cache.get(key)
         return entry.record if entry else None
+
+    def is_cached(self, key: str) -> bool:
+        """Whether ``key`` has a cache entry (an unknown function's absence is cached too)."""
+        return key in self._cache
 
 
 class NotifyListener:

@@ -402,3 +402,29 @@ async def test_a_cancelled_load_does_not_fail_the_other_waiters() -> None:
     assert await second is None
     assert first.cancelled()
     assert pool.calls == 2
+
+
+async def test_a_registration_reaches_a_running_worker_that_cached_its_absence(
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+) -> None:
+    settings = registry_settings(registry_cache_ttl=3600)
+    worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
+    async with running(worker):
+        await asyncio.wait_for(worker.registry.listener.listening.wait(), 30)
+        await publish(redis, settings, "acme/late", {})
+        first = await read_results(redis, settings.results_topic, 1)
+        assert first[0]["data"]["error"]["code"] == "unknown_function"
+        await FunctionRepository(pool).register(
+            FunctionDefinition(
+                slug="acme/late", domain="ai", execution_type="http", webhook_url="https://h.example/"
+            )
+        )
+        assert worker.registry.resolver.is_cached("acme/late")
+        for _ in range(200):
+            if not worker.registry.resolver.is_cached("acme/late"):
+                break
+            await asyncio.sleep(0.05)
+        await publish(redis, settings, "acme/late", {})
+        results = await read_results(redis, settings.results_topic, 2)
+    # Known now (its executor is not in this worker, which is what the code says).
+    assert results[1]["data"]["error"]["code"] == "backend_unavailable"
