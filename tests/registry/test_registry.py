@@ -414,12 +414,12 @@ async def test_a_registration_reaches_a_running_worker_that_cached_its_absence(
         await publish(redis, settings, "acme/late", {})
         first = await read_results(redis, settings.results_topic, 1)
         assert first[0]["data"]["error"]["code"] == "unknown_function"
+        assert worker.registry.resolver.is_cached("acme/late")  # its absence, for an hour
         await FunctionRepository(pool).register(
             FunctionDefinition(
                 slug="acme/late", domain="ai", execution_type="http", webhook_url="https://h.example/"
             )
         )
-        assert worker.registry.resolver.is_cached("acme/late")
         for _ in range(200):
             if not worker.registry.resolver.is_cached("acme/late"):
                 break
