@@ -4,18 +4,22 @@ running `fleet up`, running a coroutine, and printing tables or JSON."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, TransportError
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "EXIT_FAILED",
@@ -25,6 +29,7 @@ __all__ = [
     "echo_table",
     "make_settings",
     "read_up_state",
+    "redis_client",
     "resolve_broker",
     "run",
 ]
@@ -75,6 +80,20 @@ def resolve_broker(settings: Settings) -> Settings:
     raise click.UsageError(
         "no broker: set FLEET_REDIS_URL / --redis-url, or start `fleet up` in another terminal"
     )
+
+
+@contextlib.asynccontextmanager
+async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
+    """A broker connection for a command; a broker error ends the command with its message."""
+    from shared.transports.redis_streams import connect
+
+    client = connect(settings.redis_url or "")
+    try:
+        yield client
+    except TransportError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        await client.aclose()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

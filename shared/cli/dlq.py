@@ -6,19 +6,23 @@ the same here; what the writer did not record shows as "unknown" (``null`` in JS
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import click
 
-from shared.cli.common import EXIT_FAILED, echo_json, echo_table, make_settings, resolve_broker, run
+from shared.cli.common import (
+    EXIT_FAILED,
+    echo_json,
+    echo_table,
+    make_settings,
+    redis_client,
+    resolve_broker,
+    run,
+)
 from shared.cli.options import home_option, redis_url_option
 from shared.domains import DOMAINS, get_domain
-from shared.errors import TransportError
 from shared.replay.dlq import DeadLetter, find_dead_letter, iter_dead_letters, redrive
 from shared.settings import Settings
-from shared.transports.redis_streams import connect
 
 __all__ = ["dlq"]
 
@@ -30,17 +34,6 @@ def _queues(settings: Settings, domain: str | None) -> list[tuple[str, str]]:
     """``(dlq, topic)`` of ``domain``, or of every domain."""
     names = [get_domain(domain).name] if domain else _DOMAIN_NAMES
     return [(settings.dlq_for(settings.topic_for(n)), settings.topic_for(n)) for n in names]
-
-
-@contextlib.asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Any]:
-    client = connect(settings.redis_url or "")
-    try:
-        yield client
-    except TransportError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        await client.aclose()
 
 
 def _shown(value: Any) -> str:
@@ -78,7 +71,7 @@ def list_(domain: str | None, limit: int, as_json: bool, redis_url: str | None, 
 
     async def main() -> list[DeadLetter]:
         found: list[DeadLetter] = []
-        async with _redis(settings) as redis:
+        async with redis_client(settings) as redis:
             for queue, topic_name in _queues(settings, domain):
                 async for letter in iter_dead_letters(redis, queue, topic_name, limit=limit or None):
                     found.append(letter)
@@ -128,7 +121,7 @@ def show(entry_id: str, domain: str | None, as_json: bool, redis_url: str | None
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
 
     async def main() -> DeadLetter | None:
-        async with _redis(settings) as redis:
+        async with redis_client(settings) as redis:
             return await find_dead_letter(redis, _queues(settings, domain), entry_id)
 
     letter = run(main())
@@ -185,7 +178,7 @@ def redrive_(domain: str, ids: tuple[str, ...], all_: bool, redis_url: str | Non
     [(queue, topic_name)] = _queues(settings, domain)
 
     async def main() -> Any:
-        async with _redis(settings) as redis:
+        async with redis_client(settings) as redis:
             return await redrive(redis, queue, topic_name, None if all_ else list(ids))
 
     report = run(main())

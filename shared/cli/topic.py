@@ -12,17 +12,16 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import click
 
-from shared.cli.common import EXIT_FAILED, make_settings, resolve_broker, run
+from shared.cli.common import EXIT_FAILED, make_settings, redis_client, resolve_broker, run
 from shared.cli.dlq import dlq
 from shared.cli.options import home_option, redis_url_option
 from shared.domains import DOMAINS
-from shared.errors import TransportError
 from shared.replay.bounds import end_bound, start_bound
 from shared.replay.capture import record_topics
 from shared.replay.diff import diff_results, format_report, load_results
@@ -30,7 +29,6 @@ from shared.replay.export import DEFAULT_PAGE_SIZE, export_topic
 from shared.replay.records import RecordFormatError, is_request, read_records
 from shared.replay.replay import ReplayError, ReplayOptions, replay_requests
 from shared.settings import Settings
-from shared.transports.redis_streams import connect
 
 # `dlq` is re-exported so main.py registers both replay command families with one import.
 __all__ = ["dlq", "resolve_topic", "topic"]
@@ -48,17 +46,6 @@ def resolve_topic(settings: Settings, name: str) -> str:
 
 def _broker(redis_url: str | None, home: str | None) -> Settings:
     return resolve_broker(make_settings(redis_url=redis_url, home=home))
-
-
-@contextlib.asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Any]:
-    client = connect(settings.redis_url or "")
-    try:
-        yield client
-    except TransportError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        await client.aclose()
 
 
 def _interactive() -> bool:
@@ -139,7 +126,7 @@ def export(
         raise click.BadParameter(str(exc)) from None
 
     async def main(sink: IO[bytes]) -> int:
-        async with _redis(settings) as redis:
+        async with redis_client(settings) as redis:
             total = int(await redis.xlen(stream))
             with _progress(f"exporting {stream}", total) as progress:
                 return await export_topic(
@@ -218,7 +205,7 @@ def record(
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)
         try:
-            async with _redis(settings) as redis:
+            async with redis_client(settings) as redis:
                 return await record_topics(
                     redis,
                     streams,
@@ -328,7 +315,7 @@ def replay(
     )
 
     async def main(sink: IO[bytes]) -> Any:
-        async with _redis(settings) as redis:
+        async with redis_client(settings) as redis:
             # The bar's length needs a first pass over the file; only worth it on a terminal.
             total = sum(1 for r in read_records(file) if is_request(r.get("event"))) if _interactive() else 0
             with _progress("replaying", total) as progress:
