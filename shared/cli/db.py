@@ -80,7 +80,7 @@ def migrate(database_url: str | None, home: str | None) -> None:
     from shared.registry.migrator import migrate as apply
 
     settings = resolve_database(database_url, home)
-    applied = run(apply(settings.database_url or ""))
+    applied = run(apply(settings.database_url or "", log_applied=False))
     if applied:
         for m in applied:
             click.echo(f"applied {m.version:04d}_{m.name}")

@@ -218,7 +218,7 @@ def sync(database_url: str | None, home: str | None, domain: str | None, as_json
     load_functions(get_domain(domain).name if domain else None, extra_modules=settings.extra_modules)
 
     async def main() -> Any:
-        await apply(settings.database_url or "")
+        await apply(settings.database_url or "", log_applied=False)
         async with open_database(settings) as connection:
             return await sync_builtins(connection)
 

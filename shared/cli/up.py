@@ -102,7 +102,7 @@ async def _prepare_database(settings: Settings) -> None:
     from shared.registry.sync import sync_builtins
 
     url = settings.database_url or ""
-    await migrate(url)
+    applied = await migrate(url, log_applied=False)
     load_functions(extra_modules=settings.extra_modules)
     connection = await connect(url, timeout=settings.database_timeout)
     try:
@@ -110,7 +110,9 @@ async def _prepare_database(settings: Settings) -> None:
     finally:
         await connection.close()
     click.echo(
-        f"registry: {url} ({len(report.inserted)} built-ins added, {len(report.updated)} updated)", err=True
+        f"registry: {url} ({len(applied)} migrations applied, {len(report.inserted)} built-ins added, "
+        f"{len(report.updated)} updated)",
+        err=True,
     )
 
 

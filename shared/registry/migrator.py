@@ -53,16 +53,17 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(url: str, *, timeout: float = 60.0) -> list[Migration]:
-    """Apply the pending migrations to ``url``; returns those applied by this call."""
+async def migrate(url: str, *, timeout: float = 60.0, log_applied: bool = True) -> list[Migration]:
+    """Apply the pending migrations to ``url``; returns those applied by this call (logged
+    unless ``log_applied`` is False: the CLI prints them itself, keeping stdout clean)."""
     connection = await connect(url, timeout=timeout)
     try:
-        return await _migrate(connection)
+        return await _migrate(connection, log_applied=log_applied)
     finally:
         await connection.close()
 
 
-async def _migrate(connection: asyncpg.Connection) -> list[Migration]:
+async def _migrate(connection: asyncpg.Connection, *, log_applied: bool) -> list[Migration]:
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         # Created under the lock: concurrent CREATE TABLE IF NOT EXISTS can still collide.
@@ -93,7 +94,8 @@ async def _migrate(connection: asyncpg.Connection) -> list[Migration]:
                     migration.name,
                     migration.checksum,
                 )
-            log.info("migration applied", version=migration.version, name=migration.name)
+            if log_applied:
+                log.info("migration applied", version=migration.version, name=migration.name)
             done.append(migration)
         return done
     finally:

@@ -27,6 +27,13 @@ def fleet(*args: str, database_url: str, input: str | None = None) -> Any:
     return result
 
 
+def test_sync_json_is_clean_on_a_fresh_database(database_url: str) -> None:
+    result = fleet("functions", "sync", "--domain", "ai", "--json", database_url=database_url)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # migrations applied on the way, not printed to stdout
+    assert "system/echo" in report["inserted"]
+
+
 def test_db_migrate_and_status(database_url: str) -> None:
     result = fleet("db", "migrate", database_url=database_url)
     assert result.exit_code == 0, result.output
