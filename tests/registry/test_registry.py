@@ -428,3 +428,17 @@ async def test_a_registration_reaches_a_running_worker_that_cached_its_absence(
         results = await read_results(redis, settings.results_topic, 2)
     # Known now (its executor is not in this worker, which is what the code says).
     assert results[1]["data"]["error"]["code"] == "backend_unavailable"
+
+
+async def test_a_builtin_row_without_code_in_this_worker_is_backend_unavailable(pool: Any) -> None:
+    await sync_builtins(pool, TEST_FUNCTIONS)
+    resolver = RegistryResolver(pool, ttl=60, table=FunctionTable())  # a worker without those built-ins
+    spec = await resolver.resolve("testing/counted")
+    assert spec is not None
+    assert spec.execution_type == "builtin"
+    with pytest.raises(ExecutionFailed) as caught:
+        await spec.handler(
+            {}, ExecutionContext(execution_id="e", function="testing/counted", attempt=1, domain="ai")
+        )
+    assert caught.value.code == "backend_unavailable"
+    assert "not installed in this worker" in caught.value.message
