@@ -29,6 +29,14 @@ from tests.registry.fixtures_functions import TEST_FUNCTIONS
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def no_executors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker without oci/http executors, whichever worker packages this session imported."""
+    from shared.registry import executors
+
+    monkeypatch.setattr(executors, "EXECUTORS", {})
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -285,7 +293,11 @@ async def run_requests(
 
 
 async def test_error_codes_of_a_registry_worker(
-    registry_settings: Callable[..., Settings], redis: Redis, pool: Any, monkeypatch: pytest.MonkeyPatch
+    registry_settings: Callable[..., Settings],
+    redis: Redis,
+    pool: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    no_executors: None,
 ) -> None:
     monkeypatch.delenv("FLEET_SECRET_PLANTED_TOKEN", raising=False)
     settings = registry_settings()
@@ -405,7 +417,7 @@ async def test_a_cancelled_load_does_not_fail_the_other_waiters() -> None:
 
 
 async def test_a_registration_reaches_a_running_worker_that_cached_its_absence(
-    registry_settings: Callable[..., Settings], redis: Redis, pool: Any
+    registry_settings: Callable[..., Settings], redis: Redis, pool: Any, no_executors: None
 ) -> None:
     settings = registry_settings(registry_cache_ttl=3600)
     worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
