@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,15 +28,21 @@ from shared.transports.redis_streams import connect
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     url = os.environ.get("FLEET_TEST_REDIS_URL")
     if url:
         yield url
         return
     from shared.embedded import embedded_broker
 
-    with embedded_broker(tmp_path_factory.mktemp("valkey")) as embedded_url:
-        yield embedded_url
+    # Not under pytest's temp tree: a concurrent pytest session prunes old temp directories,
+    # which would delete a live server's files from under it.
+    data = Path(tempfile.mkdtemp(prefix="fleet-test-valkey-"))
+    try:
+        with embedded_broker(data) as embedded_url:
+            yield embedded_url
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

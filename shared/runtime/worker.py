@@ -71,6 +71,8 @@ log = structlog.get_logger("fleet.worker")
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 BACKOFF_FACTOR = 2.0
+#: At most one "dependency unavailable" warning per this many seconds.
+INFRA_WARNING_INTERVAL = 10.0
 #: Longest message text kept from an unexpected handler exception.
 MAX_ERROR_MESSAGE = 1000
 
@@ -145,6 +147,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._settle_queue: asyncio.Queue[Settlement] = asyncio.Queue()
         self._abandon_settling = False
+        self._next_infra_warning = 0.0
         self.state = WorkerState.NEW
         #: set once the transport is open and the loop is taking deliveries.
         self.ready = asyncio.Event()
@@ -252,6 +255,15 @@ class Worker:
             settlement = await self._process(delivery)
         except asyncio.CancelledError:
             raise
+        except InfrastructureError as exc:
+            # A dependency of the function path (the registry's database) is down: not this
+            # message's fault. Leave it for redelivery; one warning per interval, not per message.
+            self.metrics.infra_errors += 1
+            now = time.monotonic()
+            if now >= self._next_infra_warning:
+                self._next_infra_warning = now + INFRA_WARNING_INTERVAL
+                log.warning("dependency unavailable; deliveries left for redelivery", error=str(exc))
+            settlement = Settlement(delivery, Outcome.RETRY, reason=f"unavailable: {exc}")
         except Exception as exc:
             log.exception(
                 "runtime error while processing; will be redelivered", message_id=delivery.message_id

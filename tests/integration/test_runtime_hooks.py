@@ -71,3 +71,43 @@ def test_a_bad_setting_stops_the_worker_at_start(make_settings: Callable[..., Se
 
     with pytest.raises(ConfigError):
         create_worker("http", make_settings(http_allow="10.0.0.0/33"))
+
+
+class FlakyResolver:
+    """A resolver whose backing store is down for the first `down` lookups."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.calls = 0
+
+    async def resolve(self, slug: str) -> Any:
+        from shared.errors import InfrastructureError
+        from shared.functions import BUILTINS
+
+        self.calls += 1
+        if self.calls <= self.down:
+            raise InfrastructureError("registry database unreachable")
+        return BUILTINS.get(slug)
+
+
+async def test_a_dependency_outage_leaves_deliveries_for_redelivery_without_failing_them(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import structlog.testing
+
+    from shared.assemble import load_functions
+
+    load_functions("ai")
+    settings = make_settings(processing_timeout=0.3, redeliver_interval=0.05)
+    resolver = FlakyResolver(down=3)
+    worker = create_worker("ai", settings, resolver=resolver)
+    with structlog.testing.capture_logs() as logs:
+        async with running(worker), FleetClient(settings=settings) as client:
+            result = await client.invoke("system/echo", {"after": "outage"}, timeout=20)
+    assert result.status == "completed"
+    assert result.output == {"after": "outage"}
+    assert result.attempt == 4  # three deliveries met the outage and were redelivered
+    assert worker.metrics.infra_errors >= 3
+    warnings = [e for e in logs if e["event"].startswith("dependency unavailable")]
+    assert len(warnings) == 1  # throttled: one line, not one per delivery
+    assert not [e for e in logs if e["log_level"] == "error"]
