@@ -70,6 +70,7 @@ class FleetClient:
         self._waiters: dict[str, asyncio.Future[ExecutionResult]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._position: str | None = None
+        self._registered: dict[str, str | None] = {}
         self._closing = False
 
     async def __aenter__(self) -> Self:
@@ -113,6 +114,35 @@ class FleetClient:
             raise UnknownFunction(f"no function {slug!r} to route; pass a domain", slug=slug)
         return self.settings.topic_for(spec.domain or DEFAULT_DIAGNOSTIC_DOMAIN)
 
+    async def route(self, slug: str, domain: str | None = None) -> str:
+        """The request topic for ``slug``: ``domain`` if given, else the built-ins table, else
+        (with ``FLEET_DATABASE_URL``) the domain the registry has for it — so registered
+        oci/http functions route without being named. Lookups are cached per client."""
+        try:
+            return self.topic_for(slug, domain)
+        except UnknownFunction:
+            if not self.settings.database_url:
+                raise
+        if slug not in self._registered:
+            self._registered[slug] = await self._registered_domain(slug)
+        registered = self._registered[slug]
+        if registered is None:
+            raise UnknownFunction(f"no function {slug!r} in the built-ins or the registry", slug=slug)
+        return self.settings.topic_for(registered or DEFAULT_DIAGNOSTIC_DOMAIN)
+
+    async def _registered_domain(self, slug: str) -> str | None:
+        from shared.registry.database import connect
+        from shared.registry.repository import FunctionRepository
+
+        connection = await connect(self.settings.database_url or "", timeout=self.settings.database_timeout)
+        try:
+            record = await FunctionRepository(connection).get(slug)
+        finally:
+            await connection.close()
+        if record is None:
+            return None
+        return record.domain or ""
+
     # ------------------------------------------------------------------ publish
     async def publish(
         self,
@@ -128,7 +158,7 @@ class FleetClient:
         traceparent: str | None = None,
     ) -> str:
         """Publish one request; returns its execution id (generated unless given)."""
-        topic = self.topic_for(slug, domain)
+        topic = await self.route(slug, domain)
         execution_id, body = encode_request(
             function=slug,
             input=input or {},

@@ -71,10 +71,13 @@ def _alive(pid: int) -> bool:
 
 
 def resolve_broker(settings: Settings) -> Settings:
-    """``settings`` with ``redis_url`` filled from a running `fleet up` when unset."""
+    """``settings`` with ``redis_url`` (and ``database_url``, when unset and `fleet up` runs
+    one) filled from a running `fleet up`."""
+    state = read_up_state(settings.home)
+    if state and state.get("database_url") and not settings.database_url:
+        settings = settings.model_copy(update={"database_url": state["database_url"]})
     if settings.redis_url:
         return settings
-    state = read_up_state(settings.home)
     if state and state.get("redis_url"):
         return settings.model_copy(update={"redis_url": state["redis_url"]})
     raise click.UsageError(

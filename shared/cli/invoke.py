@@ -13,7 +13,7 @@ from shared.cli.options import home_option, redis_url_option
 from shared.client import FleetClient
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS
-from shared.errors import ExecutionTimeout
+from shared.errors import ExecutionTimeout, UnknownFunction
 
 __all__ = ["invoke", "publish"]
 
@@ -72,7 +72,11 @@ def publish(
         async with FleetClient(settings=settings) as client:
             return await client.publish(slug, input_, domain=domain, execution_id=execution_id)
 
-    click.echo(run(main()))
+    try:
+        click.echo(run(main()))
+    except UnknownFunction as exc:
+        click.echo(f"failed: {exc.code}: {exc.message}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
 
 
 @click.command()
@@ -113,7 +117,11 @@ def invoke(
             except ExecutionTimeout as exc:
                 return exc
 
-    outcome = run(main())
+    try:
+        outcome = run(main())
+    except UnknownFunction as exc:
+        click.echo(f"failed: {exc.code}: {exc.message}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
     if isinstance(outcome, ExecutionTimeout):
         if as_json:
             echo_json(
