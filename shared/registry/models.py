@@ -62,6 +62,7 @@ class FunctionRecord:
     max_concurrency: int | None = None
     credentials: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    resources: dict[str, Any] | None = None
     is_builtin: bool = False
     is_enabled: bool = True
     is_deprecated: bool = False
@@ -94,6 +95,24 @@ class FunctionRecord:
         return out
 
 
+class ResourceAmounts(BaseModel):
+    """Kubernetes quantities, e.g. ``cpu: "500m"``, ``memory: "256Mi"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|[kmgtpe])?$")
+
+
+class ContainerResources(BaseModel):
+    """``resources`` of an oci function: requests and limits, any part optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: ResourceAmounts | None = None
+    limits: ResourceAmounts | None = None
+
+
 class FunctionDefinition(BaseModel):
     """A registrable (``oci`` or ``http``) function, as read from a YAML/JSON file.
 
@@ -120,6 +139,9 @@ class FunctionDefinition(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)
     retry_policy: dict[str, Any] | None = None
     max_concurrency: int | None = Field(default=None, gt=0)
+    resources: ContainerResources | None = Field(
+        default=None, description="container requests/limits of an oci function (else the defaults)"
+    )
     credentials: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     is_deprecated: bool = False

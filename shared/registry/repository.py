@@ -131,6 +131,7 @@ class FunctionRepository:
             list(d.tags),
             d.is_deprecated,
             created_by,
+            d.resources.model_dump(exclude_none=True) if d.resources is not None else None,
         )
         row = await self._db.fetchrow(
             """
@@ -138,9 +139,9 @@ class FunctionRepository:
                 image_ref, command, working_dir, container_env, webhook_url, webhook_method,
                 webhook_headers, webhook_timeout_seconds, input_schema, output_schema,
                 timeout_seconds, retry_policy, max_concurrency, credentials, tags, is_deprecated,
-                is_builtin, created_by)
+                is_builtin, created_by, resources)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, false, $23)
+                $18, $19, $20, $21, $22, false, $23, $24)
             ON CONFLICT (slug) DO UPDATE SET
                 name = EXCLUDED.name, description = EXCLUDED.description,
                 plugin_id = EXCLUDED.plugin_id, domain = EXCLUDED.domain,
@@ -153,18 +154,20 @@ class FunctionRepository:
                 timeout_seconds = EXCLUDED.timeout_seconds, retry_policy = EXCLUDED.retry_policy,
                 max_concurrency = EXCLUDED.max_concurrency, credentials = EXCLUDED.credentials,
                 tags = EXCLUDED.tags, is_deprecated = EXCLUDED.is_deprecated,
+                resources = EXCLUDED.resources,
                 version = f.version + 1, updated_at = now()
             WHERE NOT f.is_builtin AND (f.name, f.description, f.domain, f.execution_type, f.image_ref,
                 f.command, f.working_dir, f.container_env, f.webhook_url, f.webhook_method,
                 f.webhook_headers, f.webhook_timeout_seconds, f.input_schema, f.output_schema,
                 f.timeout_seconds, f.retry_policy, f.max_concurrency, f.credentials, f.tags,
-                f.is_deprecated)
+                f.is_deprecated, f.resources)
               IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description, EXCLUDED.domain,
                 EXCLUDED.execution_type, EXCLUDED.image_ref, EXCLUDED.command, EXCLUDED.working_dir,
                 EXCLUDED.container_env, EXCLUDED.webhook_url, EXCLUDED.webhook_method,
                 EXCLUDED.webhook_headers, EXCLUDED.webhook_timeout_seconds, EXCLUDED.input_schema,
                 EXCLUDED.output_schema, EXCLUDED.timeout_seconds, EXCLUDED.retry_policy,
-                EXCLUDED.max_concurrency, EXCLUDED.credentials, EXCLUDED.tags, EXCLUDED.is_deprecated)
+                EXCLUDED.max_concurrency, EXCLUDED.credentials, EXCLUDED.tags, EXCLUDED.is_deprecated,
+                EXCLUDED.resources)
             RETURNING *, (xmax = 0) AS inserted
             """,
             *values,

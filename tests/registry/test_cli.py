@@ -38,10 +38,11 @@ def test_db_migrate_and_status(database_url: str) -> None:
     result = fleet("db", "migrate", database_url=database_url)
     assert result.exit_code == 0, result.output
     assert "applied 0001_registry" in result.output
+    assert "applied 0002_function_resources" in result.output
     assert fleet("db", "migrate", database_url=database_url).output.strip().endswith("up to date")
     status = json.loads(fleet("db", "status", "--json", database_url=database_url).output)
-    assert [s["version"] for s in status] == [1]
-    assert status[0]["applied_at"] is not None
+    assert [s["version"] for s in status] == [1, 2]
+    assert all(s["applied_at"] is not None for s in status)
 
 
 def test_functions_commands(migrated_url: str, tmp_path: Path) -> None:
