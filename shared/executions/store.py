@@ -142,7 +142,9 @@ class HistoryRecorder:
             workflow_execution_id=call.ctx.workflow_execution_id if call else None,
             node_id=call.ctx.node_id if call else None,
             status=data["status"],
-            input=_scrub(call.event.data.input) if call else None,
+            # A won claim stored the input already (the finish keeps it): send it only for rows
+            # the finish creates, instead of encoding and shipping it twice per execution.
+            input=_scrub(call.event.data.input) if call and not call.state.get(CLAIM_TOKEN) else None,
             output=scrubbed.get("output"),
             error=scrubbed.get("error"),
             result=scrubbed,
