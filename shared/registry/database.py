@@ -17,10 +17,10 @@ APPLICATION_NAME = "function-fleet"
 
 
 def server_settings() -> dict[str, str]:
-    # Generic plans: the history writer's one prepared statement (a 31-parameter CTE of
-    # unnest() arrays) otherwise gets re-planned as a custom plan per flush; measured 1.33 ->
-    # 1.02 ms per flush here. Our other statements are single-row lookups by key.
-    return {"application_name": APPLICATION_NAME, "plan_cache_mode": "force_generic_plan"}
+    # Custom plans always. After five executions PostgreSQL may switch a prepared statement to
+    # a generic plan and keep it for the connection's life; made while the history table is
+    # young, that plan scans it, and throughput fell round after round on a fresh database.
+    return {"application_name": APPLICATION_NAME, "plan_cache_mode": "force_custom_plan"}
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
