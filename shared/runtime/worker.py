@@ -27,7 +27,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import structlog
 
 from shared.contract import ErrorCode
@@ -284,9 +283,7 @@ class Worker:
             )
             if execution_id is None:
                 return Settlement(delivery, Outcome.DROP, reason=f"{too_large.code}: {too_large.message}")
-            return await self._failed_recorded(
-                delivery, execution_id, "", None, too_large, started_at, started, None
-            )
+            return await self._failed(delivery, execution_id, "", None, too_large, started_at, started, None)
         try:
             event = decode_request(body)
         except UndecodableEvent as exc:
@@ -294,7 +291,7 @@ class Worker:
             return Settlement(delivery, Outcome.DROP, reason=f"{ErrorCode.INVALID_EVENT}: {exc.message}")
         except InvalidEvent as exc:
             execution_id = exc.execution_id or ""
-            return await self._failed_recorded(
+            return await self._failed(
                 delivery, execution_id, exc.slug or "", None, exc, started_at, started, None
             )
 
@@ -305,9 +302,7 @@ class Worker:
         try:
             spec = await self._resolve(slug)
         except ExecutionFailed as exc:
-            return await self._failed_recorded(
-                delivery, event.id, slug, event, exc, started_at, started, None
-            )
+            return await self._failed(delivery, event.id, slug, event, exc, started_at, started, None)
 
         call = Call(
             event=event,
@@ -334,21 +329,17 @@ class Worker:
             return Settlement(delivery, Outcome.RETRY, reason=signal_.reason)
         except Drop as signal_:
             dropped = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
-            settlement = await self._failed_recorded(
+            settlement = await self._failed(
                 delivery, event.id, slug, event, dropped, started_at, started, call
             )
             settlement.outcome, settlement.reason = Outcome.DROP, signal_.reason
             return settlement
         except ExecutionFailed as exc:
-            return await self._failed_recorded(
-                delivery, event.id, slug, event, exc, started_at, started, call
-            )
+            return await self._failed(delivery, event.id, slug, event, exc, started_at, started, call)
         except Exception as exc:  # a handler bug: a failed result, never a dead worker
             message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
             failure = ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR)
-            return await self._failed_recorded(
-                delivery, event.id, slug, event, failure, started_at, started, call
-            )
+            return await self._failed(delivery, event.id, slug, event, failure, started_at, started, call)
 
         if isinstance(output, Answer):
             await self._record(output.data, call, answered=True)
@@ -362,33 +353,13 @@ class Worker:
             result = self._encode(event, slug, data)
         except TypeError as exc:
             failure = ExecutionFailed(f"output is not JSON-serialisable: {exc}", code=ErrorCode.HANDLER_ERROR)
-            return await self._failed_recorded(
-                delivery, event.id, slug, event, failure, started_at, started, call
-            )
+            return await self._failed(delivery, event.id, slug, event, failure, started_at, started, call)
         await self._record(data, call, answered=False)
         return Settlement(delivery, Outcome.ACK, result=result)
 
     async def _record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None:
         if self.recorder is not None:
             await self.recorder.record(data, call, answered=answered)
-
-    async def _failed_recorded(
-        self,
-        delivery: Delivery,
-        execution_id: str,
-        slug: str,
-        event: RequestEvent | None,
-        exc: ExecutionFailed,
-        started_at: str,
-        started: float,
-        call: Call | None,
-    ) -> Settlement:
-        """:meth:`_failed`, with the result handed to the recorder first."""
-        settlement = self._failed(delivery, execution_id, slug, event, exc, started_at, started)
-        if self.recorder is not None and settlement.result is not None:
-            data = orjson.loads(settlement.result)["data"]
-            await self.recorder.record(data, call, answered=False)
-        return settlement
 
     async def _resolve(self, slug: str) -> FunctionSpec:
         spec = await self.resolver.resolve(slug)
@@ -433,7 +404,7 @@ class Worker:
         # Secret values a function saw never leave in a result, whatever the function did.
         return SECRETS.scrub_bytes(result) if SECRETS else result
 
-    def _failed(
+    async def _failed(
         self,
         delivery: Delivery,
         execution_id: str,
@@ -442,14 +413,17 @@ class Worker:
         exc: ExecutionFailed,
         started_at: str,
         started: float,
+        call: Call | None,
     ) -> Settlement:
+        """The failed result for ``exc``, handed to the recorder before it is settled."""
         data = self._result_data(execution_id, slug, delivery, started_at, started, "failed")
         data["error"] = exc.to_error()
         try:
             result = self._encode(event, slug, data)
-        except TypeError:
+        except TypeError:  # details that are not JSON: the failure still goes out, without them
             data["error"].pop("details", None)
             result = self._encode(event, slug, data)
+        await self._record(data, call, answered=False)
         return Settlement(delivery, Outcome.ACK, result=result, reason=str(exc.code))
 
     async def _exhausted(
@@ -467,7 +441,7 @@ class Worker:
             code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
             details={"deliveries": deliveries, "last_error": last_error},
         )
-        settlement = await self._failed_recorded(
+        settlement = await self._failed(
             delivery, event.id, event.function, event, exc, started_at, started, call
         )
         settlement.outcome = Outcome.DROP
