@@ -18,6 +18,7 @@
 
     ControlSignal                       not failures, never logged as errors
     ├── Retry                           leave the delivery un-acked: it is redelivered later
+    │   └── Defer                       the same, not counted as a delivery (a duplicate waiting)
     └── Drop                            give up on the delivery: dead-letter it, no result
 
 Handlers raise :class:`ExecutionFailed` (or a subclass) to fail with a stable code; any other
@@ -34,6 +35,7 @@ from shared.contract import ErrorCode
 __all__ = [
     "ConfigError",
     "ControlSignal",
+    "Defer",
     "Drop",
     "EventError",
     "ExecutionFailed",
@@ -181,6 +183,13 @@ class Retry(ControlSignal):
     def __init__(self, reason: str = "retry requested") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Defer(Retry):
+    """Not now, and not the delivery's fault: a duplicate of an execution that is running
+    elsewhere. Redelivered later like :class:`Retry`, but the deferral does not count toward
+    ``FLEET_MAX_DELIVERIES`` (a duplicate of a long execution is never dead-lettered for
+    waiting)."""
 
 
 class Drop(ControlSignal):

@@ -160,7 +160,8 @@ class Settings(BaseSettings):
     history_retention_days: float = Field(
         default=30.0,
         gt=0,
-        description="Execution history older than this is pruned (also the idempotency window).",
+        description="Execution history older than this is pruned (with database claims, also the "
+        "idempotency window).",
     )
     history_prune_interval: float = Field(
         default=3600.0, gt=0, description="Seconds between history prunes run by workers."
@@ -170,6 +171,23 @@ class Settings(BaseSettings):
         ge=1,
         description="History writes held in memory while the database is down; when full, workers stop "
         "acknowledging new work until it returns.",
+    )
+    claims: Literal["auto", "redis", "database"] = Field(
+        default="auto",
+        description="Where execution claims and stored results live: `redis` (history written to "
+        "PostgreSQL off the hot path), `database` (all in PostgreSQL); `auto` = `redis` when "
+        "FLEET_REDIS_URL is set.",
+    )
+    idempotency_window: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Seconds a finished execution's result is kept in Redis to answer duplicates (with "
+        "Redis claims: the exactly-once window).",
+    )
+    history_sync: bool = Field(
+        default=False,
+        description="With Redis claims: publish a result only once its history row is written (one "
+        "database round trip per batch on the hot path). Off: rows are written just after.",
     )
     lease_margin_seconds: float = Field(
         default=30.0,

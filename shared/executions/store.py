@@ -5,34 +5,45 @@
 * new (or its earlier claim's lease expired: the worker died) → this worker runs it;
 * already final → :class:`~shared.runtime.middleware.Answer` with the stored result data,
   republished verbatim: the function is not run again;
-* running under a live lease elsewhere → :class:`~shared.errors.Retry` (redelivered later,
-  never run concurrently);
-* database unreachable → run without a claim (at-least-once; logged once per outage).
+* running under a live lease elsewhere → :class:`~shared.errors.Defer` (redelivered later,
+  never run concurrently, and not counted as a delivery);
+* claim store unreachable: Redis → the delivery is retried (the broker is down too);
+  PostgreSQL → run without a claim (at-least-once; logged once per outage).
 
 :class:`HistoryRecorder` stores every result's final data before it is published and acked.
-Both go through the worker's one :class:`~shared.executions.writer.BatchWriter`.
+
+Where claims live is a :class:`Claims` backend: :class:`RedisClaims` (claims and stored
+results in Redis, history written to PostgreSQL off the hot path — the default whenever the
+worker has a Redis URL) or :class:`DatabaseClaims` (everything in PostgreSQL through the
+batch writer, for workers that only reach a Dapr sidecar).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from shared.credentials import SECRETS
-from shared.errors import Retry
+from shared.errors import Defer, Retry
+from shared.executions.claims import ClaimResult, RedisClaimStore
 from shared.executions.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
+from shared.registry.database import json_text
 from shared.runtime.middleware import Answer, Call, CallNext
 
-__all__ = ["ClaimMiddleware", "HistoryRecorder", "parse_time"]
+__all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims", "parse_time"]
 
 log = structlog.get_logger("fleet.history")
 
 #: ``call.state`` key of the lease token this call holds (``None``: ran without a claim).
 CLAIM_TOKEN = "claim_token"
+#: ``call.state`` key of the attempt number the claim gave this run.
+CLAIM_ATTEMPT = "claim_attempt"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -48,20 +59,158 @@ def _scrub(value: Any) -> Any:
     return SECRETS.scrub_value(value) if SECRETS else value
 
 
+class Claims(Protocol):
+    """Where claims and final results are kept (see module docstring)."""
+
+    #: the lease holder's name, ``<group>/<consumer>/<process token>``.
+    owner: str
+    #: True when a won claim already stored the input with the row (the finish need not).
+    claim_stores_input: bool
+
+    async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
+        """Claim ``call``'s execution. Raises DatabaseUnavailable to run it unclaimed."""
+        ...
+
+    def started(self, call: Call, token: str) -> None:
+        """The claimed function starts now."""
+
+    def released(self, call: Call, token: str) -> None:
+        """The claim is given back (a Retry, or cancelled before an answer)."""
+
+    async def finish(self, record: FinishRecord) -> None:
+        """Record the final result; InfrastructureError: do not publish it."""
+
+    async def flush(self) -> None:
+        """Make every result recorded so far durable as a duplicate's answer (before the
+        results are published); InfrastructureError: not now, try again."""
+
+
+class DatabaseClaims:
+    """Claims, leases and final results in PostgreSQL, through the batch writer."""
+
+    claim_stores_input = True
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
+        self.owner = writer.owner
+
+    async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
+        ctx = call.ctx
+        op = Op(
+            kind="claim",
+            id=ctx.execution_id,
+            token=token,
+            function_id=call.spec.function_id,
+            slug=call.spec.slug,
+            workflow_execution_id=ctx.workflow_execution_id,
+            node_id=ctx.node_id,
+            input=_scrub(call.event.data.input),
+            attempt=ctx.attempt,
+            lease_seconds=lease_seconds,
+            started_at=datetime.now(UTC),
+        )
+        return await self._writer.claim(op)
+
+    def started(self, call: Call, token: str) -> None:
+        self._writer.submit(Op(kind="start", id=call.ctx.execution_id, token=token))
+
+    def released(self, call: Call, token: str) -> None:
+        self._writer.submit(Op(kind="release", id=call.ctx.execution_id, token=token))
+
+    async def finish(self, record: FinishRecord) -> None:
+        await self._writer.finish(record)
+
+    async def flush(self) -> None:
+        pass  # finish() waited for the row
+
+
+class RedisClaims:
+    """Claims and stored results in Redis (:class:`~shared.executions.claims.RedisClaimStore`);
+    the history rows go to PostgreSQL through the batch writer without holding up the result,
+    unless ``sync`` (``FLEET_HISTORY_SYNC``): then each result waits for its row."""
+
+    claim_stores_input = False
+
+    def __init__(self, store: RedisClaimStore, writer: BatchWriter, *, sync: bool = False) -> None:
+        self._store = store
+        self._writer = writer
+        self._sync = sync
+        self.owner = store.owner
+        #: results recorded and not yet stored: ``(execution id, claim token, result JSON)``.
+        self._unstored: list[tuple[str, str | None, str]] = []
+
+    async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
+        ctx = call.ctx
+        claim = await self._store.claim(ctx.execution_id, token, lease_seconds, ctx.attempt)
+        if claim.won:
+            # The history row, held back by the writer: a quick execution is written once,
+            # final, and this row is never even built.
+            opened, attempt = time.time(), claim.attempt
+
+            def row() -> dict[str, Any]:
+                return {
+                    "id": ctx.execution_id,
+                    "function_id": call.spec.function_id,
+                    "slug": call.spec.slug,
+                    "wf": ctx.workflow_execution_id,
+                    "node": ctx.node_id,
+                    "input": _scrub(call.event.data.input),
+                    "attempt": attempt,
+                    "opened": opened,
+                }
+
+            self._writer.submit(
+                Op(kind="open", id=ctx.execution_id, token=token, lease_seconds=lease_seconds, row=row)
+            )
+        return claim
+
+    def started(self, call: Call, token: str) -> None:
+        pass  # the row is opened as running
+
+    def released(self, call: Call, token: str) -> None:
+        self._store.release(call.ctx.execution_id, token)
+        self._writer.submit(Op(kind="open", id=call.ctx.execution_id, token=token, status="pending"))
+
+    async def finish(self, record: FinishRecord) -> None:
+        # Refused before the result is stored: a stored result is answered as a duplicate
+        # (and not recorded again), so its history row must be accepted with it.
+        self._writer.check_room()
+        self._unstored.append((record.id, record.token, record.result_json))
+        await self._writer.finish(record, wait=self._sync, admitted=True)
+
+    async def flush(self) -> None:
+        # One script call per settled batch instead of a round trip (and a suspension) per
+        # result; the settle loop publishes the batch only after this returned.
+        while self._unstored:
+            items, self._unstored = self._unstored, []
+            try:
+                kept = await self._store.store_many(items)
+            except BaseException:
+                self._unstored[:0] = items  # kept for the retry, in order
+                raise
+            if not all(kept):
+                log.info(
+                    "another final result was stored first; this one is published, not stored",
+                    execution_ids=[item[0] for item, ok in zip(items, kept, strict=True) if not ok],
+                )
+
+
 class ClaimMiddleware:
     """Claims each execution before it runs (module docstring).
 
     Parameters:
-        writer: the worker's batch writer (its ``owner`` names the lease holder).
+        claims: where claims live (:class:`RedisClaims` or :class:`DatabaseClaims`).
         lease_margin: seconds added to the call's timeout to make the lease.
     """
 
-    def __init__(self, writer: BatchWriter, *, lease_margin: float = 30.0) -> None:
-        self._writer = writer
+    def __init__(self, claims: Claims, *, lease_margin: float = 30.0) -> None:
+        self.claims = claims
         self._margin = lease_margin
         # Executions running in this process: a duplicate delivered here is never run
-        # alongside (the database lease cannot tell two calls of one owner apart).
+        # alongside (a lease cannot tell two calls of one owner apart).
         self._running: set[str] = set()
+        # Unique per claim: a random per-process prefix and a counter (cheaper than a uuid4).
+        self._tokens = map(f"{uuid.uuid4().hex[:8]}{{:x}}".format, itertools.count())
         self._outage_logged = False
         self.answered = 0
         self.deferred = 0
@@ -70,26 +219,13 @@ class ClaimMiddleware:
         execution_id = call.ctx.execution_id
         if execution_id in self._running:
             self.deferred += 1
-            raise Retry(f"execution {execution_id} is already running in this worker")
-        token = uuid.uuid4().hex
-        op = Op(
-            kind="claim",
-            id=execution_id,
-            token=token,
-            function_id=call.spec.function_id,
-            slug=call.spec.slug,
-            workflow_execution_id=call.ctx.workflow_execution_id,
-            node_id=call.ctx.node_id,
-            input=_scrub(call.event.data.input),
-            attempt=call.ctx.attempt,
-            lease_seconds=call.timeout + self._margin,
-            started_at=datetime.now(UTC),
-        )
+            raise Defer(f"execution {execution_id} is already running in this worker")
+        token = next(self._tokens)
         # Taken before the first await: a duplicate arriving meanwhile sees it at once.
         self._running.add(execution_id)
         claimed = True
         try:
-            claim = await self._writer.claim(op)
+            claim = await self.claims.claim(call, token, call.timeout + self._margin)
         except DatabaseUnavailable as exc:
             claimed = False
             if not self._outage_logged:
@@ -106,18 +242,19 @@ class ClaimMiddleware:
                     self.answered += 1
                     return Answer(claim.result)
                 self.deferred += 1
-                raise Retry(f"execution {execution_id} is already running elsewhere ({claim.lease_owner})")
+                raise Defer(f"execution {execution_id} is already running elsewhere ({claim.lease_owner})")
             if claim.taken_over:
                 log.info("took over an expired claim", execution_id=execution_id, function=call.spec.slug)
+            call.state[CLAIM_ATTEMPT] = claim.attempt
         call.state[CLAIM_TOKEN] = token if claimed else None
         if claimed:
-            self._writer.submit(Op(kind="start", id=execution_id, token=token))
+            self.claims.started(call, token)
         try:
             return await call_next(call)
         except (Retry, asyncio.CancelledError):
             # Not answered: give the lease back so the redelivery may run at once.
             if claimed:
-                self._writer.submit(Op(kind="release", id=execution_id, token=token))
+                self.claims.released(call, token)
             raise
         finally:
             self._running.discard(execution_id)
@@ -127,14 +264,18 @@ class HistoryRecorder:
     """The worker's :class:`~shared.runtime.middleware.ResultRecorder`: stores each result
     (scrubbed of secret values) as the execution's final state before it is published."""
 
-    def __init__(self, writer: BatchWriter) -> None:
-        self._writer = writer
+    def __init__(self, claims: Claims) -> None:
+        self._claims = claims
 
     async def record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None:
         execution_id = data.get("execution_id")
         if answered or not execution_id:
             return  # a republished stored result is already there; no id: nothing to key on
         scrubbed = _scrub(data)
+        token = call.state.get(CLAIM_TOKEN) if call else None
+        attempt = int(data.get("attempt") or 1)
+        if call is not None:
+            attempt = max(attempt, call.state.get(CLAIM_ATTEMPT, 1))
         record = FinishRecord(
             id=execution_id,
             function_id=call.spec.function_id if call else None,
@@ -142,17 +283,21 @@ class HistoryRecorder:
             workflow_execution_id=call.ctx.workflow_execution_id if call else None,
             node_id=call.ctx.node_id if call else None,
             status=data["status"],
-            # A won claim stored the input already (the finish keeps it): send it only for rows
-            # the finish creates, instead of encoding and shipping it twice per execution.
-            input=_scrub(call.event.data.input) if call and not call.state.get(CLAIM_TOKEN) else None,
-            output=scrubbed.get("output"),
-            error=scrubbed.get("error"),
-            result=scrubbed,
-            attempt=int(data.get("attempt") or 1),
-            started_at=parse_time(data.get("started_at")),
-            completed_at=parse_time(data.get("completed_at")),
+            # Sent only for rows the finish may create (a database claim stored it already).
+            input=(
+                _scrub(call.event.data.input)
+                if call and not (token and self._claims.claim_stores_input)
+                else None
+            ),
+            result_json=json_text(scrubbed),
+            attempt=attempt,
+            started_at=data.get("started_at"),
+            completed_at=data.get("completed_at"),
             duration_ms=data.get("duration_ms"),
             worker=data.get("worker"),
-            token=call.state.get(CLAIM_TOKEN) if call else None,
+            token=token,
         )
-        await self._writer.finish(record)
+        await self._claims.finish(record)
+
+    async def before_settle(self) -> None:
+        await self._claims.flush()

@@ -7,15 +7,26 @@ database round trip per batch of messages, however many state changes the batch 
 results of the previous one); what arrives meanwhile waits for the next statement, so the
 batch size adapts to load.
 
-Four kinds of operation, each at most once per execution id per flush (a second operation on
-the same id waits for the next flush, since one statement must not touch a row twice):
+Two modes. With claims in Redis (``shared.executions.claims``, the default when the worker
+has a Redis URL) the table is history only, and the writer is off the hot path:
+
+``open``    the execution's row as ``running`` (or ``pending`` again after a retry) — not
+            awaited, and held back :data:`START_DELAY`: an execution that finishes sooner is
+            written once, final;
+``finish``  its final row (``completed``/``failed``) — not awaited unless ``FLEET_HISTORY_SYNC``.
+
+With claims in the database (no Redis URL, e.g. a Dapr-only worker):
 
 ``claim``   take the execution (insert ``pending`` with a lease, or take over an expired
             lease / a final row's state is returned instead) — awaited, answers a :class:`ClaimResult`;
-``start``   mark the claimed execution ``running`` — not awaited;
+``start``   mark the claimed execution ``running`` — not awaited, held back like ``open``;
 ``release`` give the lease back (a Retry) — not awaited;
-``finish``  store the final result (``completed``/``failed``) — awaited while the database is
-            up; while it is down, held in memory (bounded) and written once it is back.
+``finish``  store the final result — awaited while the database is up.
+
+Each operation is at most once per execution id per flush (a second operation on the same id
+waits for the next flush, since one statement must not touch a row twice). Whatever is queued
+is bounded by ``buffer``: past it, a finish waits for the database (backpressure) while it is
+up and is refused (the delivery stays unacked) while it is down.
 
 Outage: when a flush fails because the database is unreachable, claims fail fast with
 :class:`DatabaseUnavailable` (the caller runs without a claim), writes are kept in order and
@@ -28,41 +39,38 @@ import asyncio
 import contextlib
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from shared.errors import InfrastructureError
+from shared.executions.claims import ClaimResult
 from shared.registry.database import is_outage, json_text
 
 __all__ = ["BatchWriter", "ClaimResult", "DatabaseUnavailable", "FinishRecord", "Op"]
 
 log = structlog.get_logger("fleet.history")
 
-OpKind = Literal["claim", "start", "release", "finish"]
+OpKind = Literal["claim", "start", "release", "open", "finish"]
+
+#: Kinds held back :data:`START_DELAY` so that a quick finish supersedes them.
+_HELD = frozenset(("start", "open"))
 
 #: Seconds a ``running`` mark is held back: most executions finish sooner, and then the mark
 #: is superseded by the final write instead of costing a statement on the hot path.
 START_DELAY = 0.2
+#: Seconds writes that nobody waits for are gathered before a flush (fewer, bigger statements).
+FLUSH_INTERVAL = 0.05
+#: Most operations in one statement.
+BATCH_MAX = 1000
 
 
 class DatabaseUnavailable(InfrastructureError):
     """The database could not be reached for this operation."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimResult:
-    """What a claim found. ``won``: this caller holds the lease and must run. Otherwise
-    ``status`` is the row's state (``None`` when another claim raced ahead unseen) and
-    ``result`` the stored result data of a final execution."""
-
-    won: bool
-    status: str | None
-    result: dict[str, Any] | None = None
-    lease_owner: str | None = None
-    taken_over: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -75,13 +83,14 @@ class FinishRecord:
     workflow_execution_id: str | None
     node_id: str | None
     status: str
+    #: the request input; ``None`` when a claim already stored it with the row.
     input: Any
-    output: Any
-    error: Any
-    result: dict[str, Any]
+    #: the whole result data as JSON text (output and error columns are derived from it).
+    result_json: str
     attempt: int
-    started_at: datetime | None
-    completed_at: datetime | None
+    #: ISO 8601 text, as in the result data (PostgreSQL parses it).
+    started_at: str | None
+    completed_at: str | None
     duration_ms: float | None
     worker: str | None
     token: str | None
@@ -101,12 +110,15 @@ class Op:
     attempt: int = 1
     lease_seconds: float = 0.0
     started_at: datetime | None = None
+    #: ``open``: the row's status (``running``, or ``pending`` after a retry), and a callable
+    #: giving the rest of the row (built only if the op is written, not superseded).
+    status: str = "running"
+    row: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
     # finish
     finish: FinishRecord | None = None
     future: asyncio.Future[Any] | None = field(default=None, repr=False)
     #: loop time when queued (a ``start`` waits :data:`START_DELAY` for its finish to supersede it).
     queued_at: float = 0.0
-    superseded: bool = False
 
 
 _FLUSH_SQL = """
@@ -147,18 +159,20 @@ released AS (
     RETURNING fe.id
 ),
 finish_in AS (
-    SELECT * FROM unnest($16::text[], $17::uuid[], $18::text[], $19::text[], $20::text[], $21::text[],
-                         $22::text[], $23::text[], $24::text[], $25::text[], $26::int[],
-                         $27::timestamptz[], $28::timestamptz[], $29::float8[], $30::text[], $31::text[])
-        AS t(id, function_id, slug, wf, node, status, input, output, error, result, attempt,
+    SELECT t.*, t.result::jsonb AS r
+    FROM unnest($16::text[], $17::uuid[], $18::text[], $19::text[], $20::text[], $21::text[],
+                $22::text[], $23::text[], $24::int[], $25::text[], $26::text[],
+                $27::float8[], $28::text[], $29::text[])
+        AS t(id, function_id, slug, wf, node, status, input, result, attempt,
              started_at, completed_at, duration_ms, worker, token)
 ),
 finished AS (
     INSERT INTO function_executions AS fe (id, function_id, function_slug, workflow_execution_id,
         node_id, status, input, output, error, result, attempt, started_at, completed_at, duration_ms,
         worker, lease_token)
-    SELECT id, function_id, slug, wf, node, status, input::jsonb, output::jsonb, error::jsonb,
-           result::jsonb, attempt, started_at, completed_at, duration_ms, worker, token
+    SELECT id, function_id, slug, wf, node, status, input::jsonb, NULLIF(r -> 'output', 'null'),
+           NULLIF(r -> 'error', 'null'), r, attempt, started_at::timestamptz, completed_at::timestamptz,
+           duration_ms, worker, token
     FROM finish_in
     ON CONFLICT (id) DO UPDATE SET
         function_id = COALESCE(EXCLUDED.function_id, fe.function_id),
@@ -187,6 +201,41 @@ SELECT c.id,
 FROM claim_in c
 LEFT JOIN claimed cl ON cl.id = c.id
 LEFT JOIN function_executions fe ON fe.id = c.id
+"""
+
+
+#: History only (claims live in Redis): ``open`` and ``finish`` rows in one upsert. A final row
+#: is never overwritten (the first final result wins, as in the claim store); a row written
+#: under a claim (``lease_token``) is only overwritten by a write under a claim, or once its
+#: lease has expired — so a duplicate's failure does not replace the running execution's row.
+_HISTORY_SQL = """
+INSERT INTO function_executions AS fe (id, function_id, function_slug, workflow_execution_id,
+    node_id, status, input, output, error, result, attempt, started_at, completed_at, duration_ms,
+    worker, lease_owner, lease_token, lease_expires_at)
+SELECT t.id, t.function_id, COALESCE(t.slug, ''), t.wf, t.node, t.status, t.input,
+       NULLIF(t.result -> 'output', 'null'), NULLIF(t.result -> 'error', 'null'), t.result,
+       COALESCE(t.attempt, 1), COALESCE(t.started_at, to_timestamp(t.opened)), t.completed_at,
+       t.duration_ms, COALESCE(t.worker, $2),
+       CASE WHEN t.result IS NULL AND t.lease_s > 0 THEN $2 END, t.token,
+       CASE WHEN t.result IS NULL THEN now() + make_interval(secs => COALESCE(t.lease_s, 0)) END
+FROM jsonb_to_recordset($1::text::jsonb) AS t(id text, function_id uuid, slug text, wf text, node text,
+    status text, input jsonb, result jsonb, attempt int, started_at timestamptz, opened float8,
+    completed_at timestamptz, duration_ms float8, worker text, token text, lease_s float8)
+ON CONFLICT (id) DO UPDATE SET
+    function_id = COALESCE(EXCLUDED.function_id, fe.function_id),
+    function_slug = COALESCE(NULLIF(EXCLUDED.function_slug, ''), fe.function_slug),
+    workflow_execution_id = COALESCE(EXCLUDED.workflow_execution_id, fe.workflow_execution_id),
+    node_id = COALESCE(EXCLUDED.node_id, fe.node_id),
+    status = EXCLUDED.status, input = COALESCE(EXCLUDED.input, fe.input),
+    output = EXCLUDED.output, error = EXCLUDED.error, result = EXCLUDED.result,
+    attempt = GREATEST(fe.attempt, EXCLUDED.attempt),
+    started_at = COALESCE(EXCLUDED.started_at, fe.started_at),
+    completed_at = EXCLUDED.completed_at, duration_ms = EXCLUDED.duration_ms,
+    worker = COALESCE(EXCLUDED.worker, fe.worker), lease_owner = EXCLUDED.lease_owner,
+    lease_token = COALESCE(EXCLUDED.lease_token, fe.lease_token),
+    lease_expires_at = EXCLUDED.lease_expires_at, updated_at = now()
+WHERE fe.status IN ('pending', 'running')
+  AND (EXCLUDED.lease_token IS NOT NULL OR fe.lease_token IS NULL OR fe.lease_expires_at < now())
 """
 
 
@@ -220,6 +269,10 @@ class BatchWriter:
         self._buffer = buffer
         self._timeout = timeout
         self._queue: deque[Op] = deque()
+        #: held-back ``start`` / ``open`` ops by execution id, oldest first (see :meth:`submit`).
+        self._held: dict[str, Op] = {}
+        #: queued ops someone awaits (claims, synchronous finishes): flush without gathering.
+        self._waiting = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -253,17 +306,20 @@ class BatchWriter:
                 task.cancel()
             await asyncio.gather(*self._flushing, return_exceptions=True)
             self._task = None
-        if self._queue:
-            log.error("history writes lost at shutdown; database unreachable", count=len(self._queue))
+        if self._queue or self._held:
+            log.error("history writes lost at shutdown; database unreachable", count=self.pending)
         for op in self._queue:
             if op.future is not None and not op.future.done():
                 op.future.set_exception(DatabaseUnavailable("writer closed"))
                 op.future.exception()
         self._queue.clear()
+        self._held.clear()
+        self._waiting = 0
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Operations not yet written (queued or held back)."""
+        return len(self._queue) + len(self._held)
 
     # ------------------------------------------------------------------ operations
     async def claim(self, op: Op) -> ClaimResult:
@@ -277,25 +333,53 @@ class BatchWriter:
         return result
 
     def submit(self, op: Op) -> None:
-        """Queue a ``start`` or ``release`` without waiting for it."""
+        """Queue a ``start``, ``release`` or ``open`` without waiting for it. ``start`` and
+        ``open`` (``running``) are held back :data:`START_DELAY` seconds, so that a finish
+        arriving meanwhile supersedes them; an ``open`` with status ``pending`` (a retry) turns
+        a held one into a pending row."""
         if self.down and len(self._queue) >= self._buffer:
             # Only an intermediate state (running / released) is lost; the final write is not.
             log.warning("history buffer full; dropping a state change", kind=op.kind, execution_id=op.id)
             return
+        loop = asyncio.get_running_loop()
+        if op.kind == "open" and op.status == "pending":
+            held = self._held.get(op.id)
+            if held is not None:
+                held.status, held.lease_seconds, held.queued_at = "pending", 0.0, loop.time()
+                return
+        elif op.kind in _HELD:
+            op.queued_at = loop.time()
+            if not self._held:
+                self._wake.set()  # the dispatcher times the first held op
+            self._held[op.id] = op
+            return
+        elif op.kind == "release":
+            self._held.pop(op.id, None)  # never written: the release says it all
         self._put(op)
 
-    async def finish(self, record: FinishRecord) -> None:
-        """Store a final result. Waits for the flush while the database is up; while it is
-        down, holds the write and returns. Raises InfrastructureError when the buffer is full
-        (the result must then not be published: the delivery is redelivered later)."""
-        # While the database is up the queue drains every round trip (bounded by concurrency);
-        # the bound is for what piles up during an outage.
+    def check_room(self) -> None:
+        """Raise InfrastructureError when a finish would be refused now (the buffer is full
+        while the database is down): the result must then not be published."""
         if self.down and len(self._queue) >= self._buffer:
             raise InfrastructureError(
                 f"execution history buffer full ({self._buffer}) while the database is unreachable"
             )
+
+    async def finish(self, record: FinishRecord, *, wait: bool = True, admitted: bool = False) -> None:
+        """Store a final result. With ``wait``, returns once it is written while the database
+        is up; without, returns at once (the write is queued). While the database is down the
+        write is held and this returns. Past ``buffer`` queued operations it waits for the
+        database while it is up, and raises InfrastructureError while it is down (the result
+        must then not be published: the delivery is redelivered later) — unless ``admitted``
+        (:meth:`check_room` passed just before; the bound is then exceeded by at most the
+        worker's concurrency)."""
+        full = len(self._queue) >= self._buffer
+        if not admitted:
+            self.check_room()
+        # A held-back running mark is superseded: the execution is written once, final.
+        self._held.pop(record.id, None)
         op = Op(kind="finish", id=record.id, token=record.token, finish=record)
-        if self.down:
+        if self.down or not (wait or full):
             self._put(op)
             return
         op.future = asyncio.get_running_loop().create_future()
@@ -305,21 +389,28 @@ class BatchWriter:
     def _put(self, op: Op) -> None:
         op.queued_at = asyncio.get_running_loop().time()
         self._queue.append(op)
-        self._wake.set()
+        if op.future is not None:
+            self._waiting += 1
+            self._wake.set()
+        elif len(self._queue) == 1 or len(self._queue) >= BATCH_MAX:
+            self._wake.set()
 
     # ------------------------------------------------------------------ flushing
     async def _run(self) -> None:
         """Dispatch flushes: up to ``max_in_flight`` statements at once while the database is
-        up (each on its own pooled connection); one at a time, with backoff, while it is down."""
+        up (each on its own pooled connection); one at a time, with backoff, while it is down.
+        While someone waits for a write (a claim, a synchronous finish) a flush starts at once;
+        writes nobody waits for are gathered for up to :data:`FLUSH_INTERVAL`."""
         delay = 0.1
         while True:
+            self._promote()
             if self.down:
                 await self._idle.wait()
                 batch = self._take()
                 if not batch:
-                    if self._closing and not self._queue:
+                    if self._closing and not self._queue and not self._held:
                         return
-                    if self._queue:
+                    if self._queue or self._held:
                         await self._wait_for_work()
                         continue
                     # Nothing to write: probe, so claims resume once the database is back.
@@ -336,23 +427,51 @@ class BatchWriter:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(5.0, delay * 2)
                 continue
-            if self._queue and len(self._flushing) < self._max_in_flight:
+            if self._queue and len(self._flushing) < self._max_in_flight and self._due():
                 batch = self._take()
                 if batch:
                     self._spawn(batch)
                     continue
-            if self._closing and not self._queue and not self._flushing:
+                # Everything queued waits for a statement in flight: until it ends.
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._closing and not self._queue and not self._held and not self._flushing:
                 return
             await self._wait_for_work()
 
+    def _due(self) -> bool:
+        """Whether the queue should be flushed now (someone waits, it is big, or old enough)."""
+        if self._waiting or self._closing or len(self._queue) >= BATCH_MAX:
+            return True
+        return asyncio.get_running_loop().time() - self._queue[0].queued_at >= FLUSH_INTERVAL
+
+    def _promote(self) -> None:
+        """Held ops that came due (or all, when closing) join the queue, oldest first."""
+        if not self._held:
+            return
+        due = asyncio.get_running_loop().time() - START_DELAY
+        while self._held:
+            execution_id, op = next(iter(self._held.items()))
+            if op.queued_at > due and not self._closing:
+                break
+            del self._held[execution_id]
+            self._queue.append(op)
+
     async def _wait_for_work(self) -> None:
-        """Until something is queued or a flush ends; held-back starts come due by themselves."""
+        """Until something is queued or a flush ends, or the next held or gathered op is due."""
         self._wake.clear()
-        if self._queue:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), START_DELAY / 2)
-        else:
+        now = asyncio.get_running_loop().time()
+        deadlines: list[float] = []
+        if self._held:
+            deadlines.append(next(iter(self._held.values())).queued_at + START_DELAY)
+        if self._queue and len(self._flushing) < self._max_in_flight:
+            deadlines.append(self._queue[0].queued_at + FLUSH_INTERVAL)
+        if not deadlines:
             await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.001, min(deadlines) - now))
 
     async def _probe(self) -> bool:
         """``SELECT 1``; True (and no longer down) when the database answers."""
@@ -406,48 +525,21 @@ class BatchWriter:
         return True
 
     def _take(self) -> list[Op]:
-        """Everything queued, at most one op per execution id (one statement must not touch a
-        row twice). A ``start`` followed by that execution's ``finish`` is superseded by it;
-        any other second op on an id waits, with everything after it on that id, for the next
-        flush, so each execution's ops keep their order."""
+        """What is queued, at most :data:`BATCH_MAX` ops and one op per execution id (one
+        statement must not touch a row twice): a second op on an id waits, with everything
+        after it on that id, for the next flush, so each execution's ops keep their order."""
         batch: dict[str, Op] = {}
         deferred: deque[Op] = deque()
         # Executions in a statement still in flight wait for it: their ops stay in order.
         blocked: set[str] = set(self._inflight_ids)
-        held_starts: dict[str, Op] = {}
-        due = asyncio.get_running_loop().time() - START_DELAY
         for op in self._queue:
-            if op.kind == "finish" and op.id in held_starts:
-                # The held-back "running" mark is superseded by the final write.
-                held_starts.pop(op.id).superseded = True
-            if op.id in blocked:
+            if op.id in blocked or op.id in batch or len(batch) >= BATCH_MAX:
+                blocked.add(op.id)
                 deferred.append(op)
                 continue
-            previous = batch.get(op.id)
-            if previous is None and op.kind == "start" and op.queued_at > due and not self._closing:
-                held_starts[op.id] = op
-                blocked.add(op.id)
-                deferred.append(op)
-            elif previous is None:
-                batch[op.id] = op
-            elif previous.kind == "start" and op.kind == "finish":
-                del batch[op.id]  # re-inserted last: the finish keeps its place in the order
-                batch[op.id] = op
-            else:
-                blocked.add(op.id)
-                deferred.append(op)
-        if held_starts or any(op.superseded for op in deferred):
-            # A superseded start frees its execution's later ops for this very batch.
-            freed = {op.id for op in deferred if op.superseded} - self._inflight_ids
-            kept: deque[Op] = deque()
-            for op in deferred:
-                if op.superseded:
-                    continue
-                if op.id in freed and op.id not in batch and op.kind == "finish":
-                    batch[op.id] = op
-                    continue
-                kept.append(op)
-            deferred = kept
+            batch[op.id] = op
+            if op.future is not None:
+                self._waiting -= 1
         self._queue = deferred
         return list(batch.values())
 
@@ -486,6 +578,9 @@ class BatchWriter:
             self._queue.appendleft(op)
 
     async def _flush(self, batch: list[Op]) -> None:
+        if all(o.kind in ("open", "finish") for o in batch):
+            await self._flush_history(batch)
+            return
         claims = [o for o in batch if o.kind == "claim"]
         starts = [o for o in batch if o.kind == "start"]
         releases = [o for o in batch if o.kind == "release"]
@@ -513,9 +608,7 @@ class BatchWriter:
             [f.node_id for f in finishes],
             [f.status for f in finishes],
             [_opt_json(f.input) for f in finishes],
-            [_opt_json(f.output) for f in finishes],
-            [_opt_json(f.error) for f in finishes],
-            [json_text(f.result) for f in finishes],
+            [f.result_json for f in finishes],
             [f.attempt for f in finishes],
             [f.started_at for f in finishes],
             [f.completed_at for f in finishes],
@@ -547,3 +640,42 @@ class BatchWriter:
                     taken_over=bool(row["won"]) and bool(row["existed"]),
                 )
             )
+
+    async def _flush_history(self, batch: list[Op]) -> None:
+        """``open`` and ``finish`` operations (claims in Redis) as one upsert. The batch goes
+        as one JSON document (``jsonb_to_recordset``): one parameter for asyncpg to encode,
+        and each result's JSON text is embedded as it is, not parsed and encoded again."""
+        rows: list[dict[str, Any]] = []
+        for op in batch:
+            f = op.finish
+            if f is not None:
+                rows.append(
+                    {
+                        "id": f.id,
+                        "function_id": f.function_id,
+                        "slug": f.slug,
+                        "wf": f.workflow_execution_id,
+                        "node": f.node_id,
+                        "status": f.status,
+                        "input": f.input,
+                        "result": orjson.Fragment(f.result_json),
+                        "attempt": f.attempt,
+                        "started_at": f.started_at,
+                        "completed_at": f.completed_at,
+                        "duration_ms": f.duration_ms,
+                        "worker": f.worker,
+                        "token": f.token,
+                    }
+                )
+            else:
+                rows.append(op.row() if op.row is not None else {"id": op.id})
+                rows[-1].update(status=op.status, token=op.token, lease_s=op.lease_seconds)
+        document = orjson.dumps(rows)
+        if b"\\u0000" in document:  # jsonb refuses NUL characters (see json_text)
+            document = document.replace(b"\\u0000", b"\\ufffd")
+        await self._pool.execute(_HISTORY_SQL, document.decode(), self.owner, timeout=self._timeout)
+        self.flushes += 1
+        self.ops_flushed += len(batch)
+        for op in batch:
+            if op.future is not None and not op.future.done():
+                op.future.set_result(None)

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from shared.executions.retention import prune
-from shared.executions.store import ClaimMiddleware, HistoryRecorder
+from shared.executions.store import ClaimMiddleware, Claims, DatabaseClaims, HistoryRecorder, RedisClaims
 from shared.executions.writer import BatchWriter
 from shared.functions import BUILTINS, FunctionTable
 from shared.registry.database import create_pool, is_outage
@@ -51,8 +51,28 @@ class RegistryRuntime:
         self.writer = BatchWriter(
             None, owner=self.owner, buffer=settings.history_buffer, timeout=settings.database_timeout
         )
-        self.claims = ClaimMiddleware(self.writer, lease_margin=settings.lease_margin_seconds)
-        self.recorder = HistoryRecorder(self.writer)
+        self._redis: Any = None
+        self._claim_store: Any = None
+        backend: Claims
+        if settings.claims == "redis" or (settings.claims == "auto" and settings.redis_url):
+            from shared.executions.claims import RedisClaimStore
+            from shared.transports.redis_streams import connect
+
+            if not settings.redis_url:
+                raise ValueError("FLEET_CLAIMS=redis needs FLEET_REDIS_URL")
+            self._redis = connect(settings.redis_url)
+            store = RedisClaimStore(
+                self._redis,
+                owner=self.owner,
+                group_prefix=settings.group_prefix,
+                window=settings.idempotency_window,
+            )
+            backend = RedisClaims(store, self.writer, sync=settings.history_sync)
+            self._claim_store = store
+        else:
+            backend = DatabaseClaims(self.writer)
+        self.claims = ClaimMiddleware(backend, lease_margin=settings.lease_margin_seconds)
+        self.recorder = HistoryRecorder(backend)
         self.listener = NotifyListener(
             self.url,
             on_notify=self.resolver.invalidate,
@@ -105,6 +125,10 @@ class RegistryRuntime:
         await self.listener.close()
         await self.writer.close(timeout=min(5.0, self.settings.shutdown_timeout + 1))
         await self._close_pool()
+        if self._redis is not None:
+            if self._claim_store is not None:
+                await self._claim_store.close()
+            await self._redis.aclose()
 
     async def _close_pool(self) -> None:
         if self.pool is None:

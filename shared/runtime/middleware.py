@@ -89,6 +89,11 @@ class ResultRecorder(Protocol):
 
     async def record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None: ...
 
+    async def before_settle(self) -> None:
+        """Called by the settle loop before it publishes a batch (and again when it retries):
+        whatever was recorded so far must be stored by the time this returns. Raises
+        :class:`~shared.errors.InfrastructureError` to hold the batch back (it is retried)."""
+
 
 class Middleware(Protocol):
     async def __call__(self, call: Call, call_next: CallNext, /) -> Any: ...

@@ -32,6 +32,7 @@ import structlog
 from shared.contract import ErrorCode
 from shared.credentials import SECRETS
 from shared.errors import (
+    Defer,
     Drop,
     ExecutionFailed,
     InfrastructureError,
@@ -323,6 +324,8 @@ class Worker:
         )
         try:
             output = await self._chain(call)
+        except Defer as signal_:
+            return Settlement(delivery, Outcome.DEFER, reason=signal_.reason)
         except Retry as signal_:
             if delivery.delivery_count >= self.settings.max_deliveries:
                 return await self._exhausted(delivery, event, signal_.reason, started_at, started, call)
@@ -467,6 +470,10 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
+                if self.recorder is not None:
+                    # Every result of this batch was recorded before it was queued here: it is
+                    # stored (as a duplicate's answer) before it is published and acked.
+                    await self.recorder.before_settle()
                 await self.transport.settle(batch)
                 return
             except Exception as exc:  # infrastructure, or a transport bug: never ack, retry

@@ -34,6 +34,10 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     #: given up: the result (if any) is published and the delivery is dead-lettered.
     DROP = "drop"
+    #: like RETRY, but this delivery does not count toward ``FLEET_MAX_DELIVERIES`` (a
+    #: duplicate waiting for its execution to finish elsewhere); where the broker cannot
+    #: un-count a delivery (Dapr), it is a RETRY.
+    DEFER = "defer"
 
 
 @dataclass(slots=True)

@@ -62,7 +62,7 @@ BULK_EVENT_TYPE = "com.dapr.event.sent.bulk"
 BULK_MAX_AWAIT_MS = 5
 #: Answers in daprd's app-response contract (case-sensitive).
 SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
-_STATUS = {Outcome.ACK: SUCCESS, Outcome.DROP: DROP, Outcome.RETRY: RETRY}
+_STATUS = {Outcome.ACK: SUCCESS, Outcome.DROP: DROP, Outcome.RETRY: RETRY, Outcome.DEFER: RETRY}
 #: Request headers that describe the HTTP exchange rather than the message; everything else
 #: daprd sends is the entry's metadata map (or daprd's additions such as ``pubsubname`` and
 #: ``traceparent``). The token is dropped so it cannot reach logs or dead letters.

@@ -261,9 +261,21 @@ class RedisStreamsTransport:
                     maxlen=self.settings.results_maxlen,
                     approximate=True,
                 )
-            if s.outcome is Outcome.RETRY:
+            if s.outcome is Outcome.RETRY or s.outcome is Outcome.DEFER:
                 pipe.hset(self._last_error_key, delivery.message_id, s.reason or "retry requested")
                 pipe.expire(self._last_error_key, LAST_ERROR_TTL_S)
+                if s.outcome is Outcome.DEFER:
+                    # Un-count this delivery: the next XAUTOCLAIM brings the count back to
+                    # what it is now. (JUSTID: the claim itself does not count either.)
+                    pipe.xclaim(
+                        self.topic,
+                        self.group,
+                        self.consumer,
+                        0,
+                        [delivery.message_id],
+                        retrycount=max(0, delivery.delivery_count - 1),
+                        justid=True,
+                    )
                 continue
             if s.outcome is Outcome.DROP:
                 pipe.xadd(self.dlq_topic, self._dead_letter_fields(s))

@@ -341,6 +341,8 @@ async def test_error_codes_of_a_registry_worker(
                 {"url": "{{fetch.items[0]}}", "n": "{{fetch.n}}"},
                 {"context": {"fetch": {"items": ["u"], "n": 2}}},
             ),
+            # A built-in: its model validates (its input_schema is that model's schema).
+            ("system/sleep", {"seconds": "soon"}, {}),
         ],
     )
     assert results["0"]["error"]["code"] == "function_disabled"
@@ -358,6 +360,8 @@ async def test_error_codes_of_a_registry_worker(
     assert results["4"]["error"]["code"] == "template_unresolved"
     assert results["4"]["error"]["details"] == {"path": "prev.missing", "at": "/seconds"}
     assert results["5"]["error"]["code"] == "invalid_output"
+    assert results["9"]["error"]["code"] == "invalid_input"
+    assert [v["path"] for v in results["9"]["error"]["details"]] == ["/seconds"]
     assert results["5"]["error"]["details"][0]["path"] == "/n"
     assert results["6"]["error"]["code"] == "credentials_missing"
     assert results["6"]["error"]["details"] == {"missing": ["PLANTED_TOKEN"]}

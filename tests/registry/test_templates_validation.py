@@ -184,3 +184,10 @@ def test_validators_are_compiled_once_per_function_version() -> None:
     assert validator is not None
     assert cache.compiled == 2
     assert not validator.is_valid({"a": 1})
+
+
+def test_the_validator_knows_the_schema_of_a_built_in_without_a_model() -> None:
+    from shared import validation
+    from shared.registry.sync import PERMISSIVE_SCHEMA
+
+    assert validation._ANY_OBJECT == PERMISSIVE_SCHEMA

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from shared.executions.writer import BatchWriter, FinishRecord, Op
 
 
@@ -16,9 +18,11 @@ def finish(execution_id: str, status: str, token: str | None, output: Any = None
         node_id=None,
         status=status,
         input={},
-        output=output,
-        error=None if status == "completed" else {"code": "max_deliveries_exceeded"},
-        result={"status": status, "output": output},
+        result_json=orjson.dumps(
+            {"status": status, "output": output}
+            if status == "completed"
+            else {"status": status, "output": None, "error": {"code": "max_deliveries_exceeded"}}
+        ).decode(),
         attempt=1,
         started_at=None,
         completed_at=None,
@@ -56,6 +60,7 @@ async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
         again = await b.claim(Op(kind="claim", id="x", token="tb2", slug="system/echo", lease_seconds=60))
         assert not again.won
         assert again.result == {"status": "completed", "output": {"ok": True}}
+        assert await pool.fetchval("SELECT error FROM function_executions WHERE id = 'x'") is None
         await b.finish(finish("x", "failed", "tb2"))
         assert await pool.fetchval("SELECT status FROM function_executions WHERE id = 'x'") == "completed"
 

@@ -1,0 +1,306 @@
+"""Execution claims and stored results in Redis: the exactly-once half of history.
+
+One key per execution, ``<FLEET_GROUP_PREFIX>execution:<execution id>``, holding either
+
+* a **claim** ``c<lease expires, ms>|<attempt>|<token>|<owner>`` — the execution is running
+  under ``owner``'s lease until the expiry (server time); a released claim has expiry 0; or
+* a **stored result** ``r<result data JSON>`` — the execution is final; duplicates are answered
+  with exactly these bytes.
+
+The key lives for ``FLEET_IDEMPOTENCY_WINDOW`` seconds from its last write: that is the window
+in which a duplicate is recognised. Each operation is a Lua script (atomic on the server) and
+the operations a worker issues in one event-loop turn are coalesced into **one script call**
+(one round trip, however many deliveries): claims when a batch of deliveries starts, stored
+results when it finishes.
+
+Why Redis and not the history table: a claim must be answered before the function runs and a
+result stored before it is published, so both sit on the hot path of every message. In Redis
+they cost a fraction of a round trip per batch and no disk write; PostgreSQL keeps the history,
+written off the hot path (``shared.executions.writer``). The scripts take many keys at once, so
+the claim keys must live on one Redis node (no Redis Cluster slot spreading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from shared.errors import TransportError
+
+__all__ = ["ClaimResult", "RedisClaimStore", "execution_key"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Keys per script call: bounds one call's time on the server (scripts block Redis).
+CHUNK = 256
+
+
+def execution_key(group_prefix: str, execution_id: str) -> str:
+    """The Redis key of one execution's claim / stored result."""
+    return f"{group_prefix}execution:{execution_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim found. ``won``: this caller holds the lease and must run; ``attempt`` is
+    then this run's attempt number (earlier claims + 1). Otherwise ``status`` is the
+    execution's state (``running``, or the stored result's ``completed``/``failed``),
+    ``result`` the stored result data of a final execution and ``lease_owner`` who runs it."""
+
+    won: bool
+    status: str | None
+    result: dict[str, Any] | None = None
+    lease_owner: str | None = None
+    taken_over: bool = False
+    attempt: int = 1
+
+
+# Shared by the scripts: the parts of a claim value.
+_PARSE = """
+local function parse(v)
+  local a = string.find(v, '|', 2, true)
+  local b = string.find(v, '|', a + 1, true)
+  local c = string.find(v, '|', b + 1, true)
+  return tonumber(string.sub(v, 2, a - 1)), tonumber(string.sub(v, a + 1, b - 1)),
+         string.sub(v, b + 1, c - 1), string.sub(v, c + 1)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ARGV: window ms, owner, then per key: token, lease ms, attempt.
+# Reply per key: the current value (stored result or another owner's live claim), or
+# 'w<taken over 0|1><attempt>' when this caller now holds the claim.
+_CLAIM = (
+    _PARSE
+    + """
+local window, owner = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local j = 3 + (i - 1) * 3
+  local token, lease, attempt = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local cur = redis.call('GET', key)
+  local taken = 0
+  if cur and string.sub(cur, 1, 1) == 'r' then
+    out[i] = cur
+  else
+    local live = false
+    if cur then
+      local expires, previous, _, holder = parse(cur)
+      live = expires > now and holder ~= owner
+      if not live then
+        taken = 1
+        if previous + 1 > attempt then attempt = previous + 1 end
+      end
+    end
+    if live then
+      out[i] = cur
+    else
+      local ttl = window
+      if lease + 1000 > ttl then ttl = lease + 1000 end
+      local claim = 'c' .. (now + lease) .. '|' .. attempt .. '|' .. token .. '|' .. owner
+      redis.call('SET', key, claim, 'PX', ttl)
+      out[i] = 'w' .. taken .. attempt
+    end
+  end
+end
+return out
+"""
+)
+
+# ARGV: owner, then a token per key. Gives a claim back (expiry 0), keeping its attempt count.
+_RELEASE = (
+    _PARSE
+    + """
+local owner = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and string.sub(cur, 1, 1) == 'c' then
+    local _, attempt, token, holder = parse(cur)
+    if token == ARGV[i + 1] and holder == owner then
+      redis.call('SET', key, 'c0|' .. attempt .. '|' .. token .. '|' .. owner, 'KEEPTTL')
+    end
+  end
+end
+return #KEYS
+"""
+)
+
+# ARGV: window ms, owner, then per key: token ('' = none), result JSON.
+# Reply per key: 1 stored; 0 kept what is there (a stored result: the first final result wins;
+# or another worker's live claim, which a result without that claim must not overwrite).
+_STORE = (
+    _PARSE
+    + """
+local window, owner = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local j = 3 + (i - 1) * 2
+  local token, value = ARGV[j], ARGV[j + 1]
+  local cur = redis.call('GET', key)
+  local write = not cur
+  if cur and string.sub(cur, 1, 1) == 'c' then
+    local expires, _, held, holder = parse(cur)
+    write = expires <= now or holder == owner or (token ~= '' and held == token)
+  end
+  if write then
+    redis.call('SET', key, 'r' .. value, 'PX', window)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+)
+
+
+class _Coalescer(Generic[T, R]):
+    """Items submitted during one event-loop turn go to ``run`` together (in chunks of
+    :data:`CHUNK`); each submitter's future gets its item's reply."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
+        self._run = run
+        self._items: list[T] = []
+        self._futures: list[asyncio.Future[R]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if not self._items:
+            loop.call_soon(self._flush)
+        self._items.append(item)
+        self._futures.append(future)
+        return future
+
+    def _flush(self) -> None:
+        items, futures = self._items, self._futures
+        self._items, self._futures = [], []
+        for start in range(0, len(items), CHUNK):
+            task = asyncio.create_task(
+                self._call(items[start : start + CHUNK], futures[start : start + CHUNK])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        try:
+            replies = await self._run(items)
+        except BaseException as exc:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a caller that went away is not an error
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, reply in zip(futures, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    async def drain(self) -> None:
+        """Wait for the calls already started (``_flush`` runs at the next loop turn)."""
+        await asyncio.sleep(0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class RedisClaimStore:
+    """Claims and stored results of executions in Redis (module docstring).
+
+    Parameters:
+        redis: the client (bytes in and out); not closed here.
+        owner: this process's lease-holder name (``<group>/<consumer>/<process token>``).
+        group_prefix: namespaces the keys (``FLEET_GROUP_PREFIX``).
+        window: seconds a claim or stored result is kept (``FLEET_IDEMPOTENCY_WINDOW``).
+    """
+
+    def __init__(self, redis: Redis, *, owner: str, group_prefix: str, window: float) -> None:
+        self._redis = redis
+        self.owner = owner
+        self._prefix = f"{group_prefix}execution:"
+        self._window_ms = int(window * 1000)
+        self._claim_script = redis.register_script(_CLAIM)
+        self._release_script = redis.register_script(_RELEASE)
+        self._store_script = redis.register_script(_STORE)
+        self._claims: _Coalescer[tuple[str, str, float, int], bytes] = _Coalescer(self._claim_many)
+        self._releases: _Coalescer[tuple[str, str], int] = _Coalescer(self._release_many)
+        self._stores: _Coalescer[tuple[str, str | None, str], int] = _Coalescer(self._store_many)
+
+    # ------------------------------------------------------------------ operations
+    async def claim(self, execution_id: str, token: str, lease_seconds: float, attempt: int) -> ClaimResult:
+        """Claim ``execution_id`` for ``lease_seconds`` (see :class:`ClaimResult`). Raises
+        :class:`~shared.errors.TransportError` when Redis cannot be reached."""
+        reply = await self._claims.submit((execution_id, token, lease_seconds, attempt))
+        kind = reply[:1]
+        if kind == b"w":
+            return ClaimResult(
+                won=True, status="running", taken_over=reply[1:2] == b"1", attempt=int(reply[2:])
+            )
+        if kind == b"r":
+            data = orjson.loads(reply[1:])
+            return ClaimResult(won=False, status=str(data.get("status") or ""), result=data)
+        holder = reply.split(b"|", 3)[3].decode(errors="replace")
+        return ClaimResult(won=False, status="running", lease_owner=holder)
+
+    def release(self, execution_id: str, token: str) -> None:
+        """Give the claim back (the function asked for a retry): the next delivery runs at
+        once instead of waiting for the lease. Not awaited: a lost release only delays it."""
+        self._releases.submit((execution_id, token))
+
+    async def store(self, execution_id: str, token: str | None, result_json: str) -> bool:
+        """Store the final result data (JSON text) of ``execution_id``; False when another
+        final result was stored first, or another worker holds a live claim and ``token`` is
+        not its claim (that worker's result will be stored instead)."""
+        return bool(await self._stores.submit((execution_id, token, result_json)))
+
+    async def store_many(self, items: Sequence[tuple[str, str | None, str]]) -> list[bool]:
+        """:meth:`store` for many ``(execution id, token, result JSON)`` at once, in script
+        calls of at most :data:`CHUNK` keys; one bool per item."""
+        stored: list[bool] = []
+        for start in range(0, len(items), CHUNK):
+            stored.extend(bool(r) for r in await self._store_many(list(items[start : start + CHUNK])))
+        return stored
+
+    async def close(self) -> None:
+        """Let pending releases and stores reach Redis."""
+        for coalescer in (self._claims, self._releases, self._stores):
+            await coalescer.drain()
+
+    # ------------------------------------------------------------------ script calls
+    async def _claim_many(self, items: list[tuple[str, str, float, int]]) -> list[bytes]:
+        args: list[Any] = [self._window_ms, self.owner]
+        for _, token, lease, attempt in items:
+            args.extend((token, int(lease * 1000), attempt))
+        replies: list[bytes] = await self._call(
+            self._claim_script, [self._prefix + i[0] for i in items], args
+        )
+        return replies
+
+    async def _release_many(self, items: list[tuple[str, str]]) -> list[int]:
+        await self._call(
+            self._release_script, [self._prefix + i[0] for i in items], [self.owner, *(t for _, t in items)]
+        )
+        return [1] * len(items)
+
+    async def _store_many(self, items: list[tuple[str, str | None, str]]) -> list[int]:
+        args: list[Any] = [self._window_ms, self.owner]
+        for _, token, value in items:
+            args.extend((token or "", value))
+        replies: list[int] = await self._call(self._store_script, [self._prefix + i[0] for i in items], args)
+        return replies
+
+    @staticmethod
+    async def _call(script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise TransportError(f"execution claims: Redis unreachable: {exc}") from exc
