@@ -27,6 +27,7 @@ import orjson
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, InfrastructureError
+from shared.functions import FunctionSpec
 from shared.runtime.middleware import Call, CallNext
 from shared.settings import Settings
 
@@ -251,6 +252,10 @@ class CredentialsMiddleware:
 
     def __init__(self, resolver: CredentialResolver) -> None:
         self._resolver = resolver
+
+    @staticmethod
+    def applies(spec: FunctionSpec) -> bool:
+        return bool(spec.credentials or spec.optional_credentials)
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         keys = call.spec.credentials

@@ -36,6 +36,16 @@ def schema_violations(validator: Draft202012Validator, instance: Any) -> list[di
     return [{"path": _pointer(e.absolute_path), "message": e.message} for e in errors]
 
 
+def _input_checked_elsewhere(spec: FunctionSpec) -> bool:
+    """A built-in's input_schema is generated from its input model (the code owns it, see
+    shared.registry.sync), and that model validates the input next with the same
+    {path, message} violations; without a model the schema only says "an object", which every
+    request's input is. Checking both would spend the time twice."""
+    return spec.execution_type == "builtin" and (
+        spec.input_model is not None or spec.input_schema == _ANY_OBJECT
+    )
+
+
 class ValidatorCache:
     """Compiled validators keyed by (function id or slug, version, which schema)."""
 
@@ -67,16 +77,13 @@ class SchemaValidationMiddleware:
     def __init__(self, cache: ValidatorCache | None = None) -> None:
         self.cache = cache or ValidatorCache()
 
+    @staticmethod
+    def applies(spec: FunctionSpec) -> bool:
+        return spec.output_schema is not None or not _input_checked_elsewhere(spec)
+
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         spec = call.spec
-        # A built-in's input_schema is generated from its input model (the code owns it, see
-        # shared.registry.sync), and that model validates the input next with the same
-        # {path, message} violations; without a model the schema only says "an object", which
-        # every request's input is. Checking both would spend the time twice.
-        redundant = spec.execution_type == "builtin" and (
-            spec.input_model is not None or spec.input_schema == _ANY_OBJECT
-        )
-        validator = None if redundant else self.cache.get(spec, "input")
+        validator = None if _input_checked_elsewhere(spec) else self.cache.get(spec, "input")
         if validator is not None:
             found = schema_violations(validator, call.input)
             if found:

@@ -16,8 +16,9 @@ results when it finishes.
 Why Redis and not the history table: a claim must be answered before the function runs and a
 result stored before it is published, so both sit on the hot path of every message. In Redis
 they cost a fraction of a round trip per batch and no disk write; PostgreSQL keeps the history,
-written off the hot path (``shared.executions.writer``). The scripts take many keys at once, so
-the claim keys must live on one Redis node (no Redis Cluster slot spreading).
+written off the hot path (``shared.executions.writer``). A script call carries a whole batch
+in one argument and builds the keys itself, so the claim keys must live on one Redis node (no
+Redis Cluster slot spreading; the request streams are on one node too).
 """
 
 from __future__ import annotations
@@ -62,8 +63,19 @@ class ClaimResult:
     attempt: int = 1
 
 
-# Shared by the scripts: the parts of a claim value.
-_PARSE = """
+# Shared by the scripts. Each call carries its items in ONE argument, ``ARGV[1]``, as fields
+# ``<byte length>:<bytes>`` back to back (:func:`_fields`): packing one argument per batch
+# instead of several per item is what the client spends its time on. Keys are built in the
+# script from ``ARGV[2]`` (the prefix) and each execution id.
+_PRELUDE = """
+local blob, prefix, pos = ARGV[1], ARGV[2], 1
+local function field()
+  local colon = string.find(blob, ':', pos, true)
+  local len = tonumber(string.sub(blob, pos, colon - 1))
+  local value = string.sub(blob, colon + 1, colon + len)
+  pos = colon + len + 1
+  return value
+end
 local function parse(v)
   local a = string.find(v, '|', 2, true)
   local b = string.find(v, '|', a + 1, true)
@@ -75,21 +87,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# ARGV: window ms, owner, then per key: token, lease ms, attempt.
-# Reply per key: the current value (stored result or another owner's live claim), or
+# ARGV: items (id, token, lease ms, attempt), prefix, window ms, owner.
+# Reply per item: the current value (stored result or another owner's live claim), or
 # 'w<taken over 0|1><attempt>' when this caller now holds the claim.
 _CLAIM = (
-    _PARSE
+    _PRELUDE
     + """
-local window, owner = tonumber(ARGV[1]), ARGV[2]
+local window, owner = tonumber(ARGV[3]), ARGV[4]
 local out = {}
-for i, key in ipairs(KEYS) do
-  local j = 3 + (i - 1) * 3
-  local token, lease, attempt = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+while pos <= #blob do
+  local key = prefix .. field()
+  local token, lease, attempt = field(), tonumber(field()), tonumber(field())
   local cur = redis.call('GET', key)
   local taken = 0
   if cur and string.sub(cur, 1, 1) == 'r' then
-    out[i] = cur
+    out[#out + 1] = cur
   else
     local live = false
     if cur then
@@ -101,13 +113,13 @@ for i, key in ipairs(KEYS) do
       end
     end
     if live then
-      out[i] = cur
+      out[#out + 1] = cur
     else
       local ttl = window
       if lease + 1000 > ttl then ttl = lease + 1000 end
       local claim = 'c' .. (now + lease) .. '|' .. attempt .. '|' .. token .. '|' .. owner
       redis.call('SET', key, claim, 'PX', ttl)
-      out[i] = 'w' .. taken .. attempt
+      out[#out + 1] = 'w' .. taken .. attempt
     end
   end
 end
@@ -115,35 +127,36 @@ return out
 """
 )
 
-# ARGV: owner, then a token per key. Gives a claim back (expiry 0), keeping its attempt count.
+# ARGV: items (id, token), prefix, owner. Gives a claim back (expiry 0), keeping its attempt.
 _RELEASE = (
-    _PARSE
+    _PRELUDE
     + """
-local owner = ARGV[1]
-for i, key in ipairs(KEYS) do
+local owner, n = ARGV[3], 0
+while pos <= #blob do
+  local key, token = prefix .. field(), field()
   local cur = redis.call('GET', key)
   if cur and string.sub(cur, 1, 1) == 'c' then
-    local _, attempt, token, holder = parse(cur)
-    if token == ARGV[i + 1] and holder == owner then
+    local _, attempt, held, holder = parse(cur)
+    if held == token and holder == owner then
       redis.call('SET', key, 'c0|' .. attempt .. '|' .. token .. '|' .. owner, 'KEEPTTL')
+      n = n + 1
     end
   end
 end
-return #KEYS
+return n
 """
 )
 
-# ARGV: window ms, owner, then per key: token ('' = none), result JSON.
-# Reply per key: 1 stored; 0 kept what is there (a stored result: the first final result wins;
-# or another worker's live claim, which a result without that claim must not overwrite).
+# ARGV: items (id, token or '' for none, result JSON), prefix, window ms, owner.
+# Reply per item: 1 stored; 0 kept what is there (a stored result: the first final result
+# wins; or another worker's live claim, which a result without that claim must not overwrite).
 _STORE = (
-    _PARSE
+    _PRELUDE
     + """
-local window, owner = tonumber(ARGV[1]), ARGV[2]
+local window, owner = tonumber(ARGV[3]), ARGV[4]
 local out = {}
-for i, key in ipairs(KEYS) do
-  local j = 3 + (i - 1) * 2
-  local token, value = ARGV[j], ARGV[j + 1]
+while pos <= #blob do
+  local key, token, value = prefix .. field(), field(), field()
   local cur = redis.call('GET', key)
   local write = not cur
   if cur and string.sub(cur, 1, 1) == 'c' then
@@ -152,14 +165,25 @@ for i, key in ipairs(KEYS) do
   end
   if write then
     redis.call('SET', key, 'r' .. value, 'PX', window)
-    out[i] = 1
+    out[#out + 1] = 1
   else
-    out[i] = 0
+    out[#out + 1] = 0
   end
 end
 return out
 """
 )
+
+
+def _fields(items: Sequence[Sequence[str | int]]) -> str:
+    """``items`` as one script argument: every field ``<byte length>:<text>``, in order."""
+    parts: list[str] = []
+    append = parts.append
+    for item in items:
+        for value in item:
+            text = value if isinstance(value, str) else str(value)
+            append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
+    return "".join(parts)
 
 
 class _Coalescer(Generic[T, R]):
@@ -277,30 +301,21 @@ class RedisClaimStore:
 
     # ------------------------------------------------------------------ script calls
     async def _claim_many(self, items: list[tuple[str, str, float, int]]) -> list[bytes]:
-        args: list[Any] = [self._window_ms, self.owner]
-        for _, token, lease, attempt in items:
-            args.extend((token, int(lease * 1000), attempt))
-        replies: list[bytes] = await self._call(
-            self._claim_script, [self._prefix + i[0] for i in items], args
-        )
+        blob = _fields([(i, token, int(lease * 1000), attempt) for i, token, lease, attempt in items])
+        replies: list[bytes] = await self._call(self._claim_script, blob, self._window_ms, self.owner)
         return replies
 
     async def _release_many(self, items: list[tuple[str, str]]) -> list[int]:
-        await self._call(
-            self._release_script, [self._prefix + i[0] for i in items], [self.owner, *(t for _, t in items)]
-        )
+        await self._call(self._release_script, _fields(items), self.owner)
         return [1] * len(items)
 
     async def _store_many(self, items: list[tuple[str, str | None, str]]) -> list[int]:
-        args: list[Any] = [self._window_ms, self.owner]
-        for _, token, value in items:
-            args.extend((token or "", value))
-        replies: list[int] = await self._call(self._store_script, [self._prefix + i[0] for i in items], args)
+        blob = _fields([(i, token or "", value) for i, token, value in items])
+        replies: list[int] = await self._call(self._store_script, blob, self._window_ms, self.owner)
         return replies
 
-    @staticmethod
-    async def _call(script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: Any, blob: str, *args: Any) -> Any:
         try:
-            return await script(keys=keys, args=args)
+            return await script(keys=[], args=[blob, self._prefix, *args])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise TransportError(f"execution claims: Redis unreachable: {exc}") from exc

@@ -49,7 +49,7 @@ import structlog
 
 from shared.errors import InfrastructureError
 from shared.executions.claims import ClaimResult
-from shared.registry.database import is_outage, json_text
+from shared.registry.database import is_outage, json_text, jsonb_safe
 
 __all__ = ["BatchWriter", "ClaimResult", "DatabaseUnavailable", "FinishRecord", "Op"]
 
@@ -670,10 +670,8 @@ class BatchWriter:
             else:
                 rows.append(op.row() if op.row is not None else {"id": op.id})
                 rows[-1].update(status=op.status, token=op.token, lease_s=op.lease_seconds)
-        document = orjson.dumps(rows)
-        if b"\\u0000" in document:  # jsonb refuses NUL characters (see json_text)
-            document = document.replace(b"\\u0000", b"\\ufffd")
-        await self._pool.execute(_HISTORY_SQL, document.decode(), self.owner, timeout=self._timeout)
+        document = jsonb_safe(orjson.dumps(rows).decode())
+        await self._pool.execute(_HISTORY_SQL, document, self.owner, timeout=self._timeout)
         self.flushes += 1
         self.ops_flushed += len(batch)
         for op in batch:

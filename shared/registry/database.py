@@ -5,12 +5,13 @@ rule for telling an outage (retry later, keep serving) from a bad statement (a b
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import asyncpg
 import orjson
 
-__all__ = ["connect", "create_pool", "is_outage", "json_text", "server_settings"]
+__all__ = ["connect", "create_pool", "is_outage", "json_text", "jsonb_safe", "server_settings"]
 
 #: application_name shown in pg_stat_activity.
 APPLICATION_NAME = "function-fleet"
@@ -75,8 +76,17 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, outage_types)
 
 
+#: ``\\u0000`` as an escape in JSON text: preceded by an even number of backslashes (an odd
+#: number means the backslash itself is escaped and the text only looks like the escape).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def jsonb_safe(text: str) -> str:
+    """JSON text with every NUL character (``\\u0000``, which jsonb refuses) replaced by U+FFFD,
+    so one such value does not fail a whole batch of history writes."""
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
 def json_text(value: Any) -> str:
-    """``value`` as JSON text PostgreSQL's jsonb accepts (``\\u0000`` is refused by jsonb, so
-    NUL characters are replaced by U+FFFD rather than failing a whole batch of history writes)."""
-    text = orjson.dumps(value).decode()
-    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
+    """``value`` as JSON text PostgreSQL's jsonb accepts (see :func:`jsonb_safe`)."""
+    return jsonb_safe(orjson.dumps(value).decode())

@@ -282,6 +282,10 @@ class DeprecationMiddleware:
     """Adds "function X is deprecated" to the result's ``warnings`` of a deprecated function
     (it still runs)."""
 
+    @staticmethod
+    def applies(spec: FunctionSpec) -> bool:
+        return spec.is_deprecated
+
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         if call.spec.is_deprecated:
             call.state.setdefault("warnings", []).append(

@@ -96,6 +96,10 @@ class ResultRecorder(Protocol):
 
 
 class Middleware(Protocol):
+    """``await call_next(call)`` to go on. A layer may also define ``applies(spec) -> bool``:
+    for functions it returns False for, the chain skips the layer entirely (no coroutine) — for
+    work that depends only on the function, never on the call (:func:`compose`)."""
+
     async def __call__(self, call: Call, call_next: CallNext, /) -> Any: ...
 
 
@@ -116,10 +120,21 @@ def compose(middleware: Sequence[Middleware]) -> CallNext:
 
 def _bind(layer: Middleware, call_next: CallNext) -> CallNext:
     # A plain function returning the layer's coroutine: one coroutine per layer, not two.
-    def bound(call: Call) -> Awaitable[Any]:
-        return layer(call, call_next)
+    applies: Callable[[FunctionSpec], bool] | None = getattr(layer, "applies", None)
+    if applies is None:
 
-    return bound
+        def bound(call: Call) -> Awaitable[Any]:
+            return layer(call, call_next)
+
+        return bound
+
+    # A layer with nothing to do for this function is stepped over without a coroutine.
+    def bound_if(call: Call) -> Awaitable[Any]:
+        if applies(call.spec):
+            return layer(call, call_next)
+        return call_next(call)
+
+    return bound_if
 
 
 #: How often the deadline sweeper looks for overdue calls: timeouts fire up to this late.
@@ -178,6 +193,10 @@ class TimeoutMiddleware:
 class InputValidationMiddleware:
     """Validates the input into the function's pydantic model (``invalid_input`` with every
     violation as ``{path, message}``). Functions without a model get the dict as it is."""
+
+    @staticmethod
+    def applies(spec: FunctionSpec) -> bool:
+        return spec.input_model is not None
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         model = call.spec.input_model
