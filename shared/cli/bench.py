@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from shared.bench import TARGETS
+from shared.bench import targets_for
 from shared.cli.common import EXIT_FAILED, make_settings
 from shared.domains import DOMAINS
 
@@ -183,7 +183,7 @@ def _fmt(value: Any, digits: int = 2, *, thousands: bool = False) -> str:
 
 
 def _verdict(report: dict[str, Any], key: str) -> str:
-    for name, op, bound in TARGETS:
+    for name, op, bound in targets_for(report):
         if name != key:
             continue
         value = report.get(key)
@@ -216,7 +216,8 @@ def format_report(report: dict[str, Any]) -> str:
          "", ""),
     ]  # fmt: skip
     lines = [
-        f"fleet bench: system/echo on the {report['domain']} worker, {report['server']} "
+        f"fleet bench: system/echo on the {report['domain']} worker"
+        f"{' with history and exactly-once claims' if report.get('history') else ''}, {report['server']} "
         f"({report['server_version']}), {report['cpus']} CPUs, Python {report['python']}",
         f"  throughput: {report['n']:,} requests; latency: {report['latency_n']:,} requests at "
         f"{report['rate']:g}/s (achieved {_fmt(report['achieved_rate_per_s'], 0)}/s); "
