@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
@@ -46,9 +47,19 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def namespace() -> str:
-    """A unique prefix for this test's topics and groups."""
-    return f"t{uuid.uuid4().hex[:10]}."
+def namespace(redis_url: str) -> Iterator[str]:
+    """A unique prefix for this test's topics, groups and execution keys; whatever the test
+    left under it is deleted afterwards (a shared FLEET_TEST_REDIS_URL server does not fill)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    client = SyncRedis.from_url(redis_url, socket_timeout=5)
+    try:
+        keys = [*client.scan_iter(match=f"{prefix}*", count=1000)]
+        keys += client.scan_iter(match=f"fleet:last-error:{prefix}*", count=1000)
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -88,8 +88,13 @@ async def run_pass(
         )
         return wall, cpu
     finally:
-        keys = [topic, settings.results_topic, settings.dlq_for(topic), f"fleet:last-error:{topic}"]
-        await redis.delete(*keys)
+        # Everything under the run's namespace: streams and the executions' claim keys.
+        namespace = settings.group_prefix.removesuffix("fleet-")
+        keys = [f"fleet:last-error:{topic}"]
+        async for key in redis.scan_iter(match=f"{namespace}*", count=1000):
+            keys.append(key)
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start : start + 1000])
         await redis.aclose()
 
 
