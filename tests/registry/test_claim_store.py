@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +22,9 @@ StoreFactory = Callable[..., RedisClaimStore]
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A group prefix of this test's own (its keys expire with the window: at most ~100 s)."""
-    return f"t{uuid.uuid4().hex[:8]}-"
+def prefix(namespace: str) -> str:
+    """A group prefix of this test's own, under its namespace (whose keys are deleted after)."""
+    return f"{namespace}fleet-"
 
 
 @pytest.fixture

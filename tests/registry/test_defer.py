@@ -5,7 +5,6 @@ counts toward FLEET_MAX_DELIVERIES (so it is never dead-lettered for waiting).""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -106,10 +105,10 @@ async def check_settled(
 
 
 async def test_a_duplicate_waits_in_the_same_worker_without_counting(
-    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any
+    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any, namespace: str
 ) -> None:
     settings = defer_settings(registry_settings)
-    key = f"counted-{uuid.uuid4().hex}"
+    key = f"{namespace}counted"  # deleted with the namespace
     worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
     async with running(worker):
         execution_id = await publish(
@@ -137,13 +136,13 @@ async def test_a_duplicate_waits_in_the_same_worker_without_counting(
 
 
 async def test_a_duplicate_waits_for_another_worker_without_counting(
-    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any
+    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any, namespace: str
 ) -> None:
     # The runner takes one execution at a time, so the duplicate is read by the other worker,
     # which learns from the Redis claim that it is running elsewhere.
     runner_settings = defer_settings(registry_settings, consumer_name="runner", concurrency=1)
     other_settings = defer_settings(registry_settings, consumer_name="other")
-    key = f"counted-{uuid.uuid4().hex}"
+    key = f"{namespace}counted"  # deleted with the namespace
     runner = create_worker("ai", runner_settings, table=TEST_FUNCTIONS)
     other = create_worker("ai", other_settings, table=TEST_FUNCTIONS)
     async with running(runner):

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,9 +59,14 @@ async def check_claim_store(
 
 @CLAIMS
 async def test_three_concurrent_deliveries_have_one_effect(
-    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any, claims: str
+    registry_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    pool: Any,
+    claims: str,
+    namespace: str,
 ) -> None:
-    key = f"counted-{uuid.uuid4().hex}"
+    key = f"{namespace}counted"  # deleted with the namespace
     settings_a = registry_settings(consumer_name="a", max_deliveries=20, claims=claims)
     settings_b = registry_settings(consumer_name="b", max_deliveries=20, claims=claims)
     worker_a = create_worker("ai", settings_a, table=TEST_FUNCTIONS)
@@ -92,9 +96,14 @@ async def test_three_concurrent_deliveries_have_one_effect(
 
 @CLAIMS
 async def test_a_killed_workers_execution_is_taken_over_once(
-    registry_settings: Callable[..., Settings], redis: Redis, redis_url: str, pool: Any, claims: str
+    registry_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_url: str,
+    pool: Any,
+    claims: str,
+    namespace: str,
 ) -> None:
-    key = f"counted-{uuid.uuid4().hex}"
+    key = f"{namespace}counted"  # deleted with the namespace
     settings = registry_settings(
         consumer_name="survivor", max_deliveries=50, processing_timeout=1.0, claims=claims
     )
