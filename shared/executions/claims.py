@@ -48,7 +48,7 @@ def execution_key(group_prefix: str, execution_id: str) -> str:
     return f"{group_prefix}execution:{execution_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimResult:
     """What a claim found. ``won``: this caller holds the lease and must run; ``attempt`` is
     then this run's attempt number (earlier claims + 1). Otherwise ``status`` is the

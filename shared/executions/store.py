@@ -33,7 +33,7 @@ from shared.credentials import SECRETS
 from shared.errors import Defer, Retry
 from shared.executions.claims import ClaimResult, RedisClaimStore
 from shared.executions.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
-from shared.registry.database import json_text
+from shared.registry.database import json_text, jsonb_safe
 from shared.runtime.middleware import Answer, Call, CallNext
 
 __all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims", "parse_time"]
@@ -267,11 +267,12 @@ class HistoryRecorder:
     def __init__(self, claims: Claims) -> None:
         self._claims = claims
 
-    async def record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None:
+    async def record(
+        self, data: dict[str, Any], call: Call | None, *, answered: bool, data_json: bytes | None = None
+    ) -> None:
         execution_id = data.get("execution_id")
         if answered or not execution_id:
             return  # a republished stored result is already there; no id: nothing to key on
-        scrubbed = _scrub(data)
         token = call.state.get(CLAIM_TOKEN) if call else None
         attempt = int(data.get("attempt") or 1)
         if call is not None:
@@ -289,7 +290,8 @@ class HistoryRecorder:
                 if call and not (token and self._claims.claim_stores_input)
                 else None
             ),
-            result_json=json_text(scrubbed),
+            # What was published, encoded once by the worker (secrets already scrubbed).
+            result_json=jsonb_safe(data_json.decode()) if data_json is not None else json_text(_scrub(data)),
             attempt=attempt,
             started_at=data.get("started_at"),
             completed_at=data.get("completed_at"),

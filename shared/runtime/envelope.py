@@ -192,10 +192,12 @@ def encode_result(
     function: str,
     domain: str,
     data: dict[str, Any],
+    data_json: bytes | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
 ) -> bytes:
-    """The result CloudEvent for ``data`` (an :class:`~shared.contract.ExecutionResult` dict)."""
+    """The result CloudEvent for ``data`` (an :class:`~shared.contract.ExecutionResult` dict);
+    ``data_json``, when given, is ``data`` already encoded (embedded as it is)."""
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": new_event_id(),
@@ -204,7 +206,7 @@ def encode_result(
         "time": data.get("completed_at") or utc_now_iso(),
         "datacontenttype": "application/json",
         "executionid": request_id,
-        "data": data,
+        "data": data if data_json is None else orjson.Fragment(data_json),
     }
     if function:
         # CloudEvents forbids an empty subject; a request too broken to name its function has none.

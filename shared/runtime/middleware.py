@@ -87,7 +87,10 @@ class ResultRecorder(Protocol):
     :class:`~shared.errors.InfrastructureError` only when the result must not be published.
     """
 
-    async def record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None: ...
+    async def record(
+        self, data: dict[str, Any], call: Call | None, *, answered: bool, data_json: bytes | None = None
+    ) -> None:
+        """``data_json``: ``data`` as published (encoded, secrets scrubbed), when the worker has it."""
 
     async def before_settle(self) -> None:
         """Called by the settle loop before it publishes a batch (and again when it retries):

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import structlog
 
 from shared.contract import ErrorCode
@@ -346,23 +347,25 @@ class Worker:
 
         if isinstance(output, Answer):
             await self._record(output.data, call, answered=True)
-            return Settlement(delivery, Outcome.ACK, result=self._encode(event, slug, output.data))
+            return Settlement(delivery, Outcome.ACK, result=self._encode(event, slug, output.data)[0])
         data = self._result_data(event.id, slug, delivery, started_at, started, "completed")
         data["output"] = output
         warnings = call.state.get("warnings")
         if warnings:
             data["warnings"] = list(warnings)
         try:
-            result = self._encode(event, slug, data)
+            result, data_json = self._encode(event, slug, data)
         except TypeError as exc:
             failure = ExecutionFailed(f"output is not JSON-serialisable: {exc}", code=ErrorCode.HANDLER_ERROR)
             return await self._failed(delivery, event.id, slug, event, failure, started_at, started, call)
-        await self._record(data, call, answered=False)
+        await self._record(data, call, answered=False, data_json=data_json)
         return Settlement(delivery, Outcome.ACK, result=result)
 
-    async def _record(self, data: dict[str, Any], call: Call | None, *, answered: bool) -> None:
+    async def _record(
+        self, data: dict[str, Any], call: Call | None, *, answered: bool, data_json: bytes | None = None
+    ) -> None:
         if self.recorder is not None:
-            await self.recorder.record(data, call, answered=answered)
+            await self.recorder.record(data, call, answered=answered, data_json=data_json)
 
     async def _resolve(self, slug: str) -> FunctionSpec:
         spec = await self.resolver.resolve(slug)
@@ -395,17 +398,23 @@ class Worker:
             "worker": self.name,
         }
 
-    def _encode(self, event: RequestEvent | None, slug: str, data: dict[str, Any]) -> bytes:
+    def _encode(self, event: RequestEvent | None, slug: str, data: dict[str, Any]) -> tuple[bytes, bytes]:
+        """``(result CloudEvent, its data as JSON)``: the data is encoded once, for the event
+        and for the recorder (which stores exactly what is published)."""
+        data_json = orjson.dumps(data)
+        if SECRETS:
+            # Secret values a function saw never leave in a result, whatever the function did.
+            data_json = SECRETS.scrub_bytes(data_json)
         result = encode_result(
             request_id=data["execution_id"],
             function=slug,
             domain=self.domain,
             data=data,
+            data_json=data_json,
             traceparent=event.traceparent if event else None,
             tracestate=event.tracestate if event else None,
         )
-        # Secret values a function saw never leave in a result, whatever the function did.
-        return SECRETS.scrub_bytes(result) if SECRETS else result
+        return result, data_json
 
     async def _failed(
         self,
@@ -422,11 +431,11 @@ class Worker:
         data = self._result_data(execution_id, slug, delivery, started_at, started, "failed")
         data["error"] = exc.to_error()
         try:
-            result = self._encode(event, slug, data)
+            result, data_json = self._encode(event, slug, data)
         except TypeError:  # details that are not JSON: the failure still goes out, without them
             data["error"].pop("details", None)
-            result = self._encode(event, slug, data)
-        await self._record(data, call, answered=False)
+            result, data_json = self._encode(event, slug, data)
+        await self._record(data, call, answered=False, data_json=data_json)
         return Settlement(delivery, Outcome.ACK, result=result, reason=str(exc.code))
 
     async def _exhausted(
