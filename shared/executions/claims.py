@@ -175,6 +175,10 @@ return out
 )
 
 
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def _fields(items: Sequence[Sequence[str | int]]) -> str:
     """``items`` as one script argument: every field ``<byte length>:<text>``, in order."""
     parts: list[str] = []
@@ -182,7 +186,28 @@ def _fields(items: Sequence[Sequence[str | int]]) -> str:
     for item in items:
         for value in item:
             text = value if isinstance(value, str) else str(value)
-            append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
+            append(f"{_size(text)}:{text}")
+    return "".join(parts)
+
+
+def _claims_blob(items: Sequence[tuple[str, str, float, int]]) -> str:
+    """:func:`_fields` of ``(id, token, lease ms, attempt)`` items, one f-string per item (the
+    token is ASCII hex; this runs for every claim)."""
+    parts: list[str] = []
+    append = parts.append
+    for execution_id, token, lease, attempt in items:
+        ms, tries = str(int(lease * 1000)), str(attempt)
+        append(f"{_size(execution_id)}:{execution_id}{len(token)}:{token}{len(ms)}:{ms}{len(tries)}:{tries}")
+    return "".join(parts)
+
+
+def _stores_blob(items: Sequence[tuple[str, str | None, str]]) -> str:
+    """:func:`_fields` of ``(id, token or '', result JSON)`` items, one f-string per item."""
+    parts: list[str] = []
+    append = parts.append
+    for execution_id, token, value in items:
+        token = token or ""
+        append(f"{_size(execution_id)}:{execution_id}{_size(token)}:{token}{_size(value)}:{value}")
     return "".join(parts)
 
 
@@ -301,7 +326,7 @@ class RedisClaimStore:
 
     # ------------------------------------------------------------------ script calls
     async def _claim_many(self, items: list[tuple[str, str, float, int]]) -> list[bytes]:
-        blob = _fields([(i, token, int(lease * 1000), attempt) for i, token, lease, attempt in items])
+        blob = _claims_blob(items)
         replies: list[bytes] = await self._call(self._claim_script, blob, self._window_ms, self.owner)
         return replies
 
@@ -310,7 +335,7 @@ class RedisClaimStore:
         return [1] * len(items)
 
     async def _store_many(self, items: list[tuple[str, str | None, str]]) -> list[int]:
-        blob = _fields([(i, token or "", value) for i, token, value in items])
+        blob = _stores_blob(items)
         replies: list[int] = await self._call(self._store_script, blob, self._window_ms, self.owner)
         return replies
 
