@@ -7,8 +7,10 @@ Invariants (each has a test):
 * the loop never dies of one message: a handler exception becomes a failed result, a bug in
   the runtime itself becomes a RETRY of that delivery, and infrastructure errors (broker down,
   publish failing) are logged, backed off and retried while the loop keeps running;
-* at most ``concurrency`` deliveries are held at once, from receipt until their settlement is
-  accepted by the transport (so a broker that cannot take acks also stops intake);
+* at most ``concurrency`` deliveries are executing at once (from receipt until their outcome is
+  decided), and at most twice that are held unsettled (until the transport accepted their
+  settlement): the next batch is read while the last one is being published, and a broker
+  that cannot take acks still stops intake;
 * nothing is acknowledged that was not answered: a delivery is acked only by the transport's
   ``settle``, after its result was published;
 * shutdown (:meth:`Worker.stop`, wired to SIGTERM/SIGINT) stops intake, lets in-flight work
@@ -145,6 +147,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._held = 0
+        #: deliveries received and not yet decided (``_held`` minus those awaiting settlement).
+        self._executing = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._settle_queue: asyncio.Queue[Settlement] = asyncio.Queue()
         self._abandon_settling = False
@@ -165,8 +169,13 @@ class Worker:
 
     @property
     def held(self) -> int:
-        """Deliveries received and not yet settled."""
+        """Deliveries received and not yet settled (at most twice the concurrency)."""
         return self._held
+
+    @property
+    def executing(self) -> int:
+        """Deliveries received and not yet decided (at most the concurrency)."""
+        return self._executing
 
     async def run(self) -> None:
         """Open the transport, consume until :meth:`stop`, then drain and close."""
@@ -207,7 +216,12 @@ class Worker:
     async def _intake_loop(self) -> None:
         backoff = Backoff()
         while not self.stopping:
-            free = min(self._concurrency - self._held, self._batch_size)
+            # At most `concurrency` executions at once, and at most twice that unsettled: the next
+            # batch is read (and claimed) while the last one's results are being published, but
+            # a broker that cannot take acks still stops intake.
+            free = min(
+                self._concurrency - self._executing, 2 * self._concurrency - self._held, self._batch_size
+            )
             if free <= 0:
                 # No await between computing `free` and clear(): no wake-up can be lost.
                 self._wake.clear()
@@ -234,6 +248,7 @@ class Worker:
                 break
             for delivery in batch:
                 self._held += 1
+                self._executing += 1
                 task = asyncio.create_task(self._handle(delivery))
                 self._tasks.add(task)
                 task.add_done_callback(self._reap)
@@ -244,12 +259,14 @@ class Worker:
         if task.cancelled():
             # Cancelled at the drain deadline: never settled, so it stays pending.
             self._held -= 1
+            self._executing -= 1
             return
         # `_handle` never raises; if it did, surface the bug instead of losing it (arq's reaper).
         exc = task.exception()
         if exc is not None:
             log.error("runtime bug: delivery task raised", error=repr(exc))
             self._held -= 1
+            self._executing -= 1
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -270,6 +287,8 @@ class Worker:
                 "runtime error while processing; will be redelivered", message_id=delivery.message_id
             )
             settlement = Settlement(delivery, Outcome.RETRY, reason=f"runtime error: {exc!r}")
+        self._executing -= 1
+        self._wake.set()
         self._settle_queue.put_nowait(settlement)
 
     # ------------------------------------------------------------------ processing
