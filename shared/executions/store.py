@@ -180,8 +180,9 @@ class RedisClaims:
 
     async def flush(self) -> None:
         # One script call per settled batch instead of a round trip (and a suspension) per
-        # result; the settle loop publishes the batch only after this returned.
-        while self._unstored:
+        # result; the settle loop publishes the batch only after this returned. One pass: what
+        # is recorded meanwhile belongs to a later batch (waiting for it would hold this one).
+        if self._unstored:
             items, self._unstored = self._unstored, []
             try:
                 kept = await self._store.store_many(items)
