@@ -101,6 +101,7 @@ def create_worker(
         registry = RegistryRuntime(
             settings, worker_name=f"{settings.group_for(name)}/{settings.consumer_name}", table=table
         )
+        registry.attach(transport)
         return RegistryWorker(
             registry=registry,
             domain=name,

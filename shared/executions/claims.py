@@ -334,6 +334,12 @@ class RedisClaimStore:
         await self._call(self._release_script, _fields(items), self.owner)
         return [1] * len(items)
 
+    def queue_store(self, pipe: Any, items: Sequence[tuple[str, str | None, str]]) -> None:
+        """Add a :meth:`store_many` of ``items`` to ``pipe`` (a ``MULTI`` pipeline), as one
+        ``EVAL`` with the script's text: inside ``MULTI`` a missing script (``NOSCRIPT`` after
+        a Redis restart) could not be loaded and retried. Its reply is one 0/1 per item."""
+        pipe.eval(_STORE, 0, _stores_blob(items), self._prefix, self._window_ms, self.owner)
+
     async def _store_many(self, items: list[tuple[str, str | None, str]]) -> list[int]:
         blob = _stores_blob(items)
         replies: list[int] = await self._call(self._store_script, blob, self._window_ms, self.owner)

@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -138,6 +139,8 @@ class RedisClaims:
         self.owner = store.owner
         #: results recorded and not yet stored: ``(execution id, claim token, result JSON)``.
         self._unstored: list[tuple[str, str | None, str]] = []
+        #: True once the transport stores them in its settle (:meth:`stage`).
+        self.staged_in_settle = False
 
     async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
         ctx = call.ctx
@@ -178,22 +181,44 @@ class RedisClaims:
         self._unstored.append((record.id, record.token, record.result_json))
         await self._writer.finish(record, wait=self._sync, admitted=True)
 
+    def stage(self, pipe: Any) -> tuple[int, Callable[[list[Any] | None], None]] | None:
+        """The Redis transport's settle prelude (``shared.transports.redis_streams``): the
+        results recorded so far are stored in the settle's own ``MULTI … EXEC``, so a result
+        is stored, published and acked in one step (and one round trip). Once this is wired,
+        :meth:`flush` has nothing left to do."""
+        if not self._unstored:
+            return None
+        items, self._unstored = self._unstored, []
+        self._store.queue_store(pipe, items)
+
+        def done(replies: list[Any] | None) -> None:
+            if replies is None:
+                self._unstored[:0] = items  # the settle failed: offered again, in order
+                return
+            self._log_not_stored(items, [bool(r) for r in replies[0]])
+
+        return 1, done
+
     async def flush(self) -> None:
         # One script call per settled batch instead of a round trip (and a suspension) per
         # result; the settle loop publishes the batch only after this returned. One pass: what
         # is recorded meanwhile belongs to a later batch (waiting for it would hold this one).
-        if self._unstored:
+        if self._unstored and not self.staged_in_settle:
             items, self._unstored = self._unstored, []
             try:
                 kept = await self._store.store_many(items)
             except BaseException:
                 self._unstored[:0] = items  # kept for the retry, in order
                 raise
-            if not all(kept):
-                log.info(
-                    "another final result was stored first; this one is published, not stored",
-                    execution_ids=[item[0] for item, ok in zip(items, kept, strict=True) if not ok],
-                )
+            self._log_not_stored(items, kept)
+
+    @staticmethod
+    def _log_not_stored(items: list[tuple[str, str | None, str]], kept: list[bool]) -> None:
+        if not all(kept):
+            log.info(
+                "another final result was stored first; this one is published, not stored",
+                execution_ids=[item[0] for item, ok in zip(items, kept, strict=True) if not ok],
+            )
 
 
 class ClaimMiddleware:

@@ -28,6 +28,12 @@ from shared.settings import Settings
 
 __all__ = ["RegistryRuntime"]
 
+
+def _server(redis: Any) -> tuple[Any, ...]:
+    kwargs = redis.connection_pool.connection_kwargs
+    return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0)
+
+
 log = structlog.get_logger("fleet.registry")
 
 
@@ -72,6 +78,7 @@ class RegistryRuntime:
         else:
             backend = DatabaseClaims(self.writer)
         self.claims = ClaimMiddleware(backend, lease_margin=settings.lease_margin_seconds)
+        self.backend = backend
         self.recorder = HistoryRecorder(backend)
         self.listener = NotifyListener(
             self.url,
@@ -81,6 +88,20 @@ class RegistryRuntime:
         )
         self.pool: Any = None
         self._pruner: asyncio.Task[None] | None = None
+
+    def attach(self, transport: Any) -> None:
+        """With claims in Redis and the Redis Streams transport on the same server, results are
+        stored in the transport's settle transaction (stored, published and acked in one step)
+        instead of by a call of their own just before it."""
+        from shared.transports.redis_streams import RedisStreamsTransport
+
+        backend = self.backend
+        if not isinstance(backend, RedisClaims) or not isinstance(transport, RedisStreamsTransport):
+            return
+        if _server(transport.redis) != _server(self._redis):
+            return
+        transport.prelude = backend.stage
+        backend.staged_in_settle = True
 
     async def open(self, stopping: Callable[[], bool] = lambda: False) -> bool:
         """Migrate, connect, sync built-ins, start listening and writing. Retries with backoff

@@ -10,7 +10,9 @@ to and consume from each other, and KEDA sees the same streams and groups either
 
 Where the messages are acknowledged: :meth:`RedisStreamsTransport.settle`, the only place that
 sends ``XACK`` — in one ``MULTI … EXEC`` with the result ``XADD``s, so a delivery is acked
-exactly when its answer is published, never before.
+exactly when its answer is published, never before. A :data:`SettlePrelude` (the registry's
+claim store) may put commands first in that transaction: the results stored as duplicates'
+answers are then stored, published and acked in one step.
 
 Redelivery and dead letters (the maintenance task, every ``FLEET_REDELIVER_INTERVAL``):
 
@@ -33,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -57,6 +59,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger("fleet.transport.redis")
+
+#: ``prelude(pipe)`` queues commands at the start of a settle's ``MULTI … EXEC`` and returns
+#: ``(how many, done)``, or ``None`` when it has nothing to add. ``done(replies)`` gets those
+#: commands' replies once the transaction ran, or ``None`` when it did not (the prelude must
+#: offer the same work again at the next settle).
+SettlePrelude = Callable[[Any], "tuple[int, Callable[[list[Any] | None], None]] | None"]
 
 _EMPTY_METADATA = b"{}"
 #: Consumers with nothing pending and idle this long are removed from the group.
@@ -197,6 +205,8 @@ class RedisStreamsTransport:
         self._next_trim = 0.0
         self._block_ms = settings.block_ms
         self._processing_timeout_ms = int(settings.processing_timeout * 1000)
+        #: see :data:`SettlePrelude`; set by the wiring (``shared.assemble``).
+        self.prelude: SettlePrelude | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -250,6 +260,7 @@ class RedisStreamsTransport:
     # ------------------------------------------------------------------ settle
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         pipe = self.redis.pipeline(transaction=True)
+        staged = self.prelude(pipe) if self.prelude is not None else None
         acks: list[str] = []
         forget: list[str] = []
         for s in settlements:
@@ -286,11 +297,18 @@ class RedisStreamsTransport:
             pipe.xack(self.topic, self.group, *acks)
         if forget:
             pipe.hdel(self._last_error_key, *forget)
-        async with redis_errors_as_transport(f"settling {len(settlements)} on {self.topic}"):
-            try:
-                await pipe.execute()
-            except redis_errors.ResponseError as exc:
-                raise TransportError(f"settling on {self.topic}: {exc}") from exc
+        try:
+            async with redis_errors_as_transport(f"settling {len(settlements)} on {self.topic}"):
+                try:
+                    replies = await pipe.execute()
+                except redis_errors.ResponseError as exc:
+                    raise TransportError(f"settling on {self.topic}: {exc}") from exc
+        except BaseException:
+            if staged is not None:
+                staged[1](None)
+            raise
+        if staged is not None:
+            staged[1](replies[: staged[0]])
         for s in settlements:
             self._in_flight.discard(s.delivery.message_id)
 
