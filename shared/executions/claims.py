@@ -282,7 +282,6 @@ class RedisClaimStore:
         self._store_script = redis.register_script(_STORE)
         self._claims: _Coalescer[tuple[str, str, float, int], bytes] = _Coalescer(self._claim_many)
         self._releases: _Coalescer[tuple[str, str], int] = _Coalescer(self._release_many)
-        self._stores: _Coalescer[tuple[str, str | None, str], int] = _Coalescer(self._store_many)
 
     # ------------------------------------------------------------------ operations
     async def claim(self, execution_id: str, token: str, lease_seconds: float, attempt: int) -> ClaimResult:
@@ -309,7 +308,7 @@ class RedisClaimStore:
         """Store the final result data (JSON text) of ``execution_id``; False when another
         final result was stored first, or another worker holds a live claim and ``token`` is
         not its claim (that worker's result will be stored instead)."""
-        return bool(await self._stores.submit((execution_id, token, result_json)))
+        return (await self.store_many([(execution_id, token, result_json)]))[0]
 
     async def store_many(self, items: Sequence[tuple[str, str | None, str]]) -> list[bool]:
         """:meth:`store` for many ``(execution id, token, result JSON)`` at once, in script
@@ -320,8 +319,8 @@ class RedisClaimStore:
         return stored
 
     async def close(self) -> None:
-        """Let pending releases and stores reach Redis."""
-        for coalescer in (self._claims, self._releases, self._stores):
+        """Let pending claims and releases reach Redis."""
+        for coalescer in (self._claims, self._releases):
             await coalescer.drain()
 
     # ------------------------------------------------------------------ script calls

@@ -37,7 +37,7 @@ from shared.executions.writer import BatchWriter, DatabaseUnavailable, FinishRec
 from shared.registry.database import json_text, jsonb_safe
 from shared.runtime.middleware import Answer, Call, CallNext
 
-__all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims", "parse_time"]
+__all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims"]
 
 log = structlog.get_logger("fleet.history")
 
@@ -45,15 +45,6 @@ log = structlog.get_logger("fleet.history")
 CLAIM_TOKEN = "claim_token"
 #: ``call.state`` key of the attempt number the claim gave this run.
 CLAIM_ATTEMPT = "claim_attempt"
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _scrub(value: Any) -> Any:
