@@ -216,3 +216,18 @@ def test_fleet_build_cli_creates_the_job_waits_and_updates_function_yaml(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_the_context_packs_to_the_same_bytes_whatever_the_time(
+    function_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from workers.oci.build import pack_context
+
+    first = pack_context(function_dir, 1 << 20)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)  # gzip stamps its header with time.time()
+    assert pack_context(function_dir, 1 << 20) == first
+    with tarfile.open(fileobj=io.BytesIO(first), mode="r:gz") as tar:
+        assert "Dockerfile" in tar.getnames()

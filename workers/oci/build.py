@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import hashlib
 import io
 import tarfile
@@ -53,7 +54,12 @@ def pack_context(directory: Path, max_bytes: int) -> bytes:
     if not (directory / "Dockerfile").is_file():
         raise ConfigError(f"{directory} has no Dockerfile")
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=9) as tar:
+    # gzip's header carries a timestamp (the current time unless told otherwise): zero it too,
+    # or the same directory packs differently from one second to the next.
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in sorted(directory.rglob("*")):
             relative = path.relative_to(directory)
             if any(part in EXCLUDED for part in relative.parts) or path.is_symlink():
