@@ -100,6 +100,7 @@ class Platform:
         base_image: pinned Python base image of the Dockerfile.
         redis_namespace / redis_port: where the broker runs (NetworkPolicy egress).
         redis_tls: whether Dapr and KEDA speak TLS to Redis.
+        database_namespace / database_port: where PostgreSQL runs for the registry (egress).
         dapr_namespace: the Dapr control plane (sentry, operator, scheduler, placement).
         dns_namespace / dns_selector: the cluster DNS pods.
         trace_endpoint / trace_namespace / trace_port: the OTLP (gRPC) collector for tracing.
@@ -117,6 +118,8 @@ class Platform:
     redis_namespace: str = "redis"
     redis_port: int = 6379
     redis_tls: bool = False
+    database_namespace: str = "postgres"
+    database_port: int = 5432
     dapr_namespace: str = "dapr-system"
     dns_namespace: str = "kube-system"
     dns_selector: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
@@ -135,6 +138,7 @@ class Platform:
     resiliency: str = "fleet-resiliency"
     secret_store: str = "fleet-secrets"
     redis_secret: str = "fleet-redis"
+    database_secret: str = "fleet-database"
     providers_secret: str = "fleet-providers"
     api_token_secret: str = "fleet-dapr-api-token"
     app_token_secret: str = "fleet-dapr-app-token"
@@ -258,8 +262,11 @@ def _tmp_volume() -> tuple[Manifest, Manifest]:
     )
 
 
-def _secret_env(name: str, secret: str, key: str) -> Manifest:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> Manifest:
+    ref: Manifest = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def _env_value(value: object) -> str:
@@ -783,6 +790,8 @@ def _deployment(settings: Settings, domain: Domain, p: Platform) -> RenderedFile
             {"name": "FLEET_CONSUMER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             _secret_env(APP_TOKEN_ENV, p.app_token_secret, "token"),
             _secret_env(API_TOKEN_ENV, p.api_token_secret, "token"),
+            _secret_env("FLEET_DATABASE_URL", p.database_secret, "url", optional=True),
+            _secret_env("FLEET_REDIS_URL", p.redis_secret, "url", optional=True),
         ],
         "resources": {
             "requests": {"cpu": r.cpu_request, "memory": r.memory_request},
@@ -848,6 +857,13 @@ def _deployment(settings: Settings, domain: Domain, p: Platform) -> RenderedFile
             "5): the worker needs them too, to check daprd's deliveries and to call daprd.",
         ),
         (
+            "- name: FLEET_DATABASE_URL",
+            f"The registry and execution history (docs/registry.md): create the Secret "
+            f"{p.database_secret!r} (key url) to turn them on; without it the worker serves its "
+            "built-ins without history. With FLEET_REDIS_URL too, execution claims live in Redis "
+            "and the history is written behind.",
+        ),
+        (
             "- prefix: FLEET_SECRET_",
             "Provider credentials: key K of the providers Secret becomes FLEET_SECRET_K.",
         ),
@@ -880,6 +896,10 @@ def _egress_rules(domain: Domain | None, p: Platform) -> list[Manifest]:
     rules: list[Manifest] = [
         dns,
         redis,
+        {
+            "to": [{"namespaceSelector": _ns_selector(p.database_namespace)}],
+            "ports": [{"protocol": "TCP", "port": p.database_port}],
+        },
         {"to": [{"namespaceSelector": _ns_selector(p.dapr_namespace)}]},
         {
             "to": [{"namespaceSelector": _ns_selector(p.trace_namespace)}],
@@ -938,8 +958,8 @@ def _network_policies(settings: Settings, domains: Sequence[Domain], p: Platform
             },
         }
         comment = [
-            f"{app_id}: no ingress at all; egress to DNS, Redis, the Dapr control plane, the trace",
-            f"collector, and {d.egress}: {EGRESS_POLICIES[d.egress]}.",
+            f"{app_id}: no ingress at all; egress to DNS, Redis, PostgreSQL (the registry), the Dapr",
+            f"control plane, the trace collector, and {d.egress}: {EGRESS_POLICIES[d.egress]}.",
         ]
         if d.egress == "internet-only":
             comment.append("Cluster-internal ranges are excluded as a second line behind the SSRF guard.")

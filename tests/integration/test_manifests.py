@@ -499,6 +499,18 @@ def test_deployments_follow_the_declaration(kustomized: dict[str, list[Doc]]) ->
                 ref = env[var]["valueFrom"]["secretKeyRef"]
                 assert ref == {"name": annotations[f"dapr.io/{annotation}"], "key": "token"}
             assert env["FLEET_CONCURRENCY"]["value"] == str(d.concurrency)
+            # the registry is opt-in: a Secret that may be absent (then: built-ins, no history);
+            # with it, claims go to the broker's Redis (the URL the streams-init Job uses)
+            assert env["FLEET_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+                "name": "fleet-database",
+                "key": "url",
+                "optional": True,
+            }
+            assert env["FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+                "name": "fleet-redis",
+                "key": "url",
+                "optional": True,
+            }
             for key, value in d.worker_env:
                 assert key in {f"FLEET_{name.upper()}" for name in Settings.model_fields}, key
                 assert env[key]["value"] == value
@@ -560,7 +572,11 @@ def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
             peers = [peer for rule in spec["egress"] for peer in rule.get("to", [])]
             blocks = [p["ipBlock"] for p in peers if "ipBlock" in p]
             ports = {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule.get("ports", [])}
-            assert {("UDP", 53), ("TCP", 6379)} <= ports
+            assert {("UDP", 53), ("TCP", 6379), ("TCP", 5432)} <= ports
+            database = [r for r in spec["egress"] if {"protocol": "TCP", "port": 5432} in r.get("ports", [])]
+            assert [r["to"] for r in database] == [
+                [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "postgres"}}}]
+            ]
             if d.name == "http":
                 assert blocks, "http needs the internet"
                 for block in blocks:
