@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS, get_domain
 from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
-from shared.functions import BUILTINS, FunctionTable
+from shared.functions import BUILTINS, FunctionTable, canonical_slug
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
 from shared.transports.redis_streams import cancel_and_wait, connect, redis_errors_as_transport
@@ -124,7 +124,10 @@ class FleetClient:
             if not self.settings.database_url:
                 raise
         if slug not in self._registered:
-            self._registered[slug] = await self._registered_domain(slug)
+            registered = await self._registered_domain(slug)
+            if registered is None and canonical_slug(slug) != slug:
+                registered = await self._registered_domain(canonical_slug(slug))
+            self._registered[slug] = registered
         registered = self._registered[slug]
         if registered is None:
             raise UnknownFunction(f"no function {slug!r} in the built-ins or the registry", slug=slug)

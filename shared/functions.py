@@ -35,6 +35,7 @@ __all__ = [
     "FunctionTable",
     "Handler",
     "builtin",
+    "canonical_slug",
     "on_shutdown",
     "on_startup",
 ]
@@ -116,6 +117,20 @@ class FunctionResolver(Protocol):
     async def resolve(self, slug: str) -> FunctionSpec | None: ...
 
 
+#: Plugin ids the origin workflow builder accepts for another plugin's functions
+#: (../shared/reference/function-catalog.md §2: ``ai/*`` and ``ai-gateway/*`` → ``openai/*``).
+PLUGIN_ALIASES = {"ai": "openai", "ai-gateway": "openai"}
+
+
+def canonical_slug(slug: str) -> str:
+    """``slug`` with an aliased plugin id replaced (``ai/generate-text`` → ``openai/generate-text``);
+    other slugs unchanged. Resolvers try the slug as written first, so a function registered
+    under an aliased name keeps it."""
+    plugin, _, action = slug.partition("/")
+    target = PLUGIN_ALIASES.get(plugin)
+    return f"{target}/{action}" if target and action else slug
+
+
 class FunctionTable:
     """An in-memory table of :class:`FunctionSpec` keyed by slug; also a :class:`FunctionResolver`."""
 
@@ -129,10 +144,12 @@ class FunctionTable:
         self._specs[spec.slug] = spec
 
     def get(self, slug: str) -> FunctionSpec | None:
-        return self._specs.get(slug)
+        """The function named ``slug``, or by its :func:`canonical_slug`."""
+        spec = self._specs.get(slug)
+        return spec if spec is not None else self._specs.get(canonical_slug(slug))
 
     async def resolve(self, slug: str) -> FunctionSpec | None:
-        return self._specs.get(slug)
+        return self.get(slug)
 
     def for_domain(self, domain: str) -> list[FunctionSpec]:
         return [s for s in self._specs.values() if s.serves(domain)]

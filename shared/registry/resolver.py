@@ -26,7 +26,7 @@ import structlog
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, InfrastructureError
-from shared.functions import BUILTINS, FunctionSpec, FunctionTable
+from shared.functions import BUILTINS, FunctionSpec, FunctionTable, canonical_slug
 from shared.registry.database import connect, is_outage
 from shared.registry.executors import executor_handler, missing_builtin_handler
 from shared.registry.models import FunctionRecord
@@ -116,6 +116,14 @@ class RegistryResolver:
         self._repo = FunctionRepository(pool)
 
     async def resolve(self, slug: str) -> FunctionSpec | None:
+        """The function ``slug`` names, as written or by its :func:`canonical_slug`."""
+        spec = await self._resolve(slug)
+        canonical = canonical_slug(slug)
+        if spec is None and canonical != slug:
+            spec = await self._resolve(canonical)
+        return spec
+
+    async def _resolve(self, slug: str) -> FunctionSpec | None:
         entry = self._cache.get(slug)
         if entry is not None and self._clock() - entry.loaded_at < self._ttl:
             return self._serve(slug, entry)
