@@ -4,17 +4,18 @@ What is checked, and against what:
 
 * Every YAML document under ``components/``, ``keda/`` and ``deploy/`` (the latter as
   ``kubectl kustomize`` renders each overlay, plus the Argo CD Application, which no
-  kustomization includes) is validated against ``shared/schemas`` beside the repository:
-  dapr/keda kinds against their CRD's ``openAPIV3Schema`` for the manifest's version, core kinds
+  kustomization includes) is validated against ``tests/schemas`` (copies of the upstream
+  schemas kept in the repository, sources in each SOURCES.md): dapr/keda kinds against their
+  CRD's ``openAPIV3Schema`` for the manifest's version, core kinds
   against the Kubernetes v1.34 JSON schemas. Both are made strict first (``additionalProperties:
   false`` wherever a schema lists properties and does not preserve unknown fields), the way
   ``kubectl apply``'s strict field validation rejects a misspelled field; those schemas alone
   would accept it.
 * Core kinds are also parsed by the ``kubernetes`` client's generated models (strict pydantic,
-  unknown fields forbidden). For NetworkPolicy and Secret that is the only schema: shared/schemas
+  unknown fields forbidden). For NetworkPolicy and Secret that is the only schema: tests/schemas
   has no JSON schema for them.
 * ``ExternalSecret`` (external-secrets.io/v1beta1) and the Argo CD ``Application`` have NO
-  schema here: shared/schemas holds neither CRD. They get structural assertions only.
+  schema here: tests/schemas holds neither CRD. They get structural assertions only.
 * The Dockerfile is linted, not built: this machine has the docker client but no daemon (no
   container engine runs here), so the lint parses it and checks the rules a build would not.
 
@@ -59,17 +60,17 @@ from shared.manifests.render import (
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 OVERLAYS = ("dev", "prod")
 DEFAULTS = Settings()
 Doc = dict[str, Any]
 
-#: Kinds with no schema in shared/schemas (nor in the kubernetes client): structural checks only.
+#: Kinds with no schema in tests/schemas (nor in the kubernetes client): structural checks only.
 NO_SCHEMA = {
-    ("external-secrets.io/v1beta1", "ExternalSecret"): "external-secrets CRD not in shared/schemas",
-    ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD not in shared/schemas",
+    ("external-secrets.io/v1beta1", "ExternalSecret"): "external-secrets CRD not in tests/schemas",
+    ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD not in tests/schemas",
 }
-#: Core kinds without a JSON schema in shared/schemas/kubernetes: the client model is the schema.
+#: Core kinds without a JSON schema in tests/schemas/kubernetes: the client model is the schema.
 MODEL_ONLY = {("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "Secret")}
 
 
@@ -175,8 +176,8 @@ def file_validator(path: Path, registry: Registry[Any], transform: Callable[[Any
 
 
 class Schemas:
-    """Validators by (apiVersion, kind): CRD schemas of shared/schemas/{dapr,keda}, and the
-    Kubernetes JSON schemas of shared/schemas/kubernetes."""
+    """Validators by (apiVersion, kind): CRD schemas of tests/schemas/{dapr,keda}, and the
+    Kubernetes JSON schemas of tests/schemas/kubernetes."""
 
     def __init__(self, root: Path) -> None:
         assert root.is_dir(), f"schemas not found at {root} (shared/ must sit beside the repository)"

@@ -1,5 +1,5 @@
 """Validation of rendered Kubernetes objects against the upstream JSON schemas
-(``/work/shared/schemas/kubernetes``, Kubernetes v1.34, see its SOURCES.md).
+(``tests/schemas/kubernetes``, Kubernetes v1.34, see its SOURCES.md).
 
 The schemas are "standalone" (``$ref``s inlined) but not strict: unknown fields pass. A misspelt
 field is exactly the mistake worth catching, so :func:`validate` makes every object schema that
@@ -19,7 +19,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "kubernetes"
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "kubernetes"
 
 
 def _strict(node: Any) -> Any:
