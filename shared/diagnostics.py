@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contract import ErrorCode
-from shared.errors import ExecutionFailed, Retry
+from shared.errors import Drop, ExecutionFailed, Retry
 from shared.functions import ExecutionContext, builtin
 
 __all__ = ["FailInput", "SleepInput", "echo", "fail", "sleep"]
@@ -54,6 +54,11 @@ class FailInput(BaseModel):
         title="Redeliver",
         description="Ask for redelivery instead of failing (ends in the dead-letter topic).",
     )
+    drop: bool = Field(
+        default=False,
+        title="Drop",
+        description="Give up at once: dead-lettered now, answered with code `dropped`.",
+    )
 
 
 @builtin(
@@ -64,6 +69,8 @@ class FailInput(BaseModel):
     timeout_seconds=10,
 )
 async def fail(data: FailInput, ctx: ExecutionContext) -> dict[str, Any]:
+    if data.drop:
+        raise Drop(data.message)
     if data.redeliver:
         raise Retry(data.message)
     raise ExecutionFailed(data.message, code=data.code, retryable=data.retryable)

@@ -19,7 +19,12 @@
     ControlSignal                       not failures, never logged as errors
     ├── Retry                           leave the delivery un-acked: it is redelivered later
     │   └── Defer                       the same, not counted as a delivery (a duplicate waiting)
-    └── Drop                            give up on the delivery: dead-letter it, no result
+    └── Drop                            give up now: dead-lettered, answered with `dropped`
+
+    Outside the runtime's path, each with the message of its failure:
+    FleetError ── RecordFormatError, ReplayError (ValueError; shared/replay), BenchError
+                  (shared/bench), KubeError (workers/oci/kube.py), InvalidUrl (ValueError;
+                  workers/http/ssrf.py)
 
 Handlers raise :class:`ExecutionFailed` (or a subclass) to fail with a stable code; any other
 exception from a handler becomes ``handler_error``. Errors carry the function slug and the
@@ -59,6 +64,11 @@ class FleetError(Exception):
     ``slug`` and ``execution_id`` are filled in by whoever knows them (often the runtime, after
     the fact) so that a log line or a result can name the function and the request.
     """
+
+    # Class-level defaults for subclasses that are dataclasses with an ``__init__`` of their own.
+    message: str = ""
+    slug: str | None = None
+    execution_id: str | None = None
 
     def __init__(self, message: str, *, slug: str | None = None, execution_id: str | None = None) -> None:
         super().__init__(message)
@@ -193,7 +203,10 @@ class Defer(Retry):
 
 
 class Drop(ControlSignal):
-    """Give up on the delivery without a result: it is dead-lettered with ``reason``."""
+    """Give up on the delivery now, without further redeliveries: it is dead-lettered with
+    ``reason``, and the orchestrator still gets a failed result with code ``dropped`` (nobody is
+    left waiting). For a request the function can tell will never succeed however often it is
+    delivered, where :class:`ExecutionFailed` would answer without a dead letter."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -55,6 +55,7 @@ from shared.bench.measure import (
     rss_mb,
 )
 from shared.domains import get_domain
+from shared.errors import FleetError
 from shared.settings import Settings
 from shared.transports.redis_streams import connect
 
@@ -85,7 +86,7 @@ _NOT_INHERITED = frozenset({"FLEET_BURST", "FLEET_TRANSPORT", "FLEET_APP_PORT", 
 ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
 
 
-class BenchError(Exception):
+class BenchError(FleetError):
     """The benchmark could not complete (a process died, results did not arrive, ...)."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from shared.contract import DAPR_DEFAULT_EVENT_TYPE, EVENT_COMPLETED, EVENT_FAILED, EVENT_REQUESTED
+from shared.errors import FleetError
 
 __all__ = [
     "RecordFormatError",
@@ -44,7 +45,7 @@ __all__ = [
 _RESULT_TYPES = frozenset({EVENT_COMPLETED, EVENT_FAILED})
 
 
-class RecordFormatError(ValueError):
+class RecordFormatError(FleetError, ValueError):
     """A line of a records file is not a record (names the file and line)."""
 
 

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal
 import orjson
 from redis.asyncio import Redis
 
+from shared.errors import FleetError
 from shared.replay.collect import ResultCollector
 from shared.replay.records import is_request, record_line, request_id
 from shared.transports.redis_streams import redis_errors_as_transport
@@ -44,7 +45,7 @@ __all__ = ["ReplayError", "ReplayOptions", "ReplaySummary", "replay_metadata", "
 FAST_BATCH = 100
 
 
-class ReplayError(ValueError):
+class ReplayError(FleetError, ValueError):
     """A record cannot be replayed (e.g. it names no topic and no ``--to`` was given)."""
 
 

@@ -239,3 +239,30 @@ async def test_worker_survives_a_broker_outage(make_settings: Callable[..., Sett
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_drop_dead_letters_at_once_and_answers_with_dropped(
+    redis: Redis, make_settings: Callable[..., Settings], run_worker: Callable[..., Any]
+) -> None:
+    """``Drop`` from a handler: no redelivery, one dead letter, and a ``dropped`` failed result
+    so the orchestrator is not left waiting (shared/errors.py)."""
+    settings = make_settings(max_deliveries=5)
+    execution_id, body = encode_request(
+        function="system/fail", input={"message": "never valid", "drop": True}
+    )
+    await publish_raw(redis, settings.topic_for("ai"), body)
+
+    async with run_worker("ai", settings):
+        results = await read_results(redis, settings.results_topic, 1, timeout=10)
+        dead = await redis.xrange(settings.dlq_for(settings.topic_for("ai")))
+
+    assert len(results) == 1
+    data = results[0]["data"]
+    assert data["execution_id"] == execution_id
+    assert data["error"]["code"] == "dropped"
+    assert data["error"]["message"] == "never valid"
+    assert data["attempt"] == 1
+    assert len(dead) == 1
+    assert orjson.loads(dead[0][1][b"metadata"])["fleet.error"] == "never valid"
+    summary = await redis.xpending(settings.topic_for("ai"), settings.group_for("ai"))
+    assert summary["pending"] == 0

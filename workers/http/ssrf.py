@@ -35,7 +35,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from shared.contract import ErrorCode
-from shared.errors import ConfigError, ExecutionFailed
+from shared.errors import ConfigError, ExecutionFailed, FleetError
 from shared.settings import Settings
 
 __all__ = [
@@ -79,7 +79,7 @@ class DestinationBlocked(ExecutionFailed):
         self.address = address
 
 
-class InvalidUrl(ValueError):
+class InvalidUrl(FleetError, ValueError):
     """A URL that cannot be a request target at all (no host, bad characters, bad port).
 
     Callers turn it into ``invalid_input`` (the caller's URL) or ``http_error`` (a redirect's

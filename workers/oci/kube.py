@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from shared.errors import FleetError
 from shared.settings import Settings
 
 __all__ = ["KubeApiError", "KubeClient", "KubeConfig", "KubeError", "KubeUnavailable", "load_config"]
@@ -45,7 +46,7 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 WATCH_SECONDS = 240
 
 
-class KubeError(Exception):
+class KubeError(FleetError):
     """The Kubernetes API could not do what was asked."""
 
 
