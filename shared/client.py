@@ -23,6 +23,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from shared.backoff import Backoff
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS, get_domain
 from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
@@ -226,7 +227,7 @@ class FleetClient:
     async def _read_results(self) -> None:
         topic = self.settings.results_topic
         position = self._position or "0-0"
-        delay = 0.1
+        backoff = Backoff()
         while self._waiters and not self._closing:
             try:
                 response: Any = await self._redis.xread(
@@ -235,11 +236,11 @@ class FleetClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("results reader failed; retrying", error=str(exc), retry_in=delay)
+                delay = backoff.next()
+                log.warning("results reader failed; retrying", error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
                 continue
-            delay = 0.1
+            backoff.reset()
             for _, entries in response or ():
                 for entry_id, fields in entries:
                     position = entry_id.decode()

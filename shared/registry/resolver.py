@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from shared.backoff import Backoff
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, InfrastructureError
 from shared.functions import BUILTINS, FunctionSpec, FunctionTable, canonical_slug
@@ -249,7 +250,7 @@ class NotifyListener:
         self._on_notify(payload)
 
     async def _run(self) -> None:
-        delay, first = 0.2, True
+        backoff, first = Backoff(0.2), True
         while True:
             connection = None
             lost = asyncio.Event()
@@ -262,7 +263,8 @@ class NotifyListener:
                     self.reconnects += 1
                     self._on_reconnect()
                     log.info("registry notifications resumed")
-                first, delay = False, 0.2
+                first = False
+                backoff.reset()
                 self.listening.set()
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -282,8 +284,7 @@ class NotifyListener:
                 if connection is not None:
                     connection.terminate()
             first = False
-            await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
+            await asyncio.sleep(backoff.next())
 
 
 class DeprecationMiddleware:

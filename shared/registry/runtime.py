@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from shared.backoff import Backoff
 from shared.executions.retention import prune
 from shared.executions.store import ClaimMiddleware, Claims, DatabaseClaims, HistoryRecorder, RedisClaims
 from shared.executions.writer import BatchWriter
@@ -106,7 +107,7 @@ class RegistryRuntime:
     async def open(self, stopping: Callable[[], bool] = lambda: False) -> bool:
         """Migrate, connect, sync built-ins, start listening and writing. Retries with backoff
         while the database is unreachable; returns False if ``stopping()`` became true first."""
-        delay = 0.2
+        backoff = Backoff(0.2)
         while not stopping():
             try:
                 await migrate(self.url, timeout=max(self.settings.database_timeout, 30.0))
@@ -120,11 +121,11 @@ class RegistryRuntime:
             except Exception as exc:
                 if not is_outage(exc):
                     raise
+                delay = backoff.next()
                 log.warning(
                     "database unreachable at start; retrying", error=str(exc), retry_in=round(delay, 2)
                 )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(5.0, delay * 2)
+                await asyncio.sleep(delay)
         else:
             return False
         if report.inserted or report.updated:
