@@ -264,8 +264,10 @@ class Settings(BaseSettings):
     http_allow: str = Field(
         default="",
         description="Destinations the `http` worker may reach despite its SSRF guard, comma-separated: "
-        "hostnames (`api.internal`, `*.svc.cluster.local`), IPs or CIDRs (`10.1.0.0/16`). Empty: public "
-        "addresses only.",
+        "hostnames (`api.internal`, `*.svc.cluster.local`), IPs or CIDRs (`10.1.0.0/16`), each optionally "
+        "with `:port` (`127.0.0.1:8080`, `[fd00::/8]:443`); an entry without a port admits every port. "
+        "A name's addresses are still checked: metadata and link-local ones need an address entry. Empty: "
+        "public addresses only (docs/http.md).",
     )
     http_max_response_bytes: int = Field(
         default=10_485_760,

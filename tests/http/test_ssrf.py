@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 import pytest
@@ -16,6 +17,7 @@ from shared.settings import Settings
 from tests.http.conftest import allowing, fake_dns
 from workers.http import ssrf
 from workers.http.ssrf import (
+    AllowEntry,
     AllowList,
     DestinationBlocked,
     HttpPolicy,
@@ -136,41 +138,130 @@ async def test_legacy_spelling_of_an_allowed_address_is_still_refused() -> None:
     }
 
 
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
 def test_allow_list_parsing() -> None:
     allow = AllowList.parse(" 127.0.0.1, 10.20.0.0/16 ,fd00::/8, API.internal., *.svc.local,,")
-    assert allow.admits_address(ipaddress.ip_address("127.0.0.1"))
-    assert not allow.admits_address(ipaddress.ip_address("127.0.0.2"))
-    assert allow.admits_address(ipaddress.ip_address("10.20.3.4"))
-    assert not allow.admits_address(ipaddress.ip_address("10.21.0.1"))
-    assert allow.admits_address(ipaddress.ip_address("fd12::1"))
-    assert allow.admits_address(ipaddress.ip_address("::ffff:127.0.0.1"))  # the IPv4 it embeds
-    assert allow.admits_host("api.internal")
-    assert allow.admits_host("API.INTERNAL.")
-    assert not allow.admits_host("x.api.internal")
-    assert allow.admits_host("db.svc.local")
-    assert allow.admits_host("a.b.svc.local")
-    assert not allow.admits_host("svc.local")
-    assert not allow.admits_host("evilsvc.local")
+    assert allow.admits_address(ip("127.0.0.1"), 80)
+    assert allow.admits_address(ip("127.0.0.1"), 6379)  # no port in the entry: every port
+    assert not allow.admits_address(ip("127.0.0.2"), 80)
+    assert allow.admits_address(ip("10.20.3.4"), 8080)
+    assert not allow.admits_address(ip("10.21.0.1"), 8080)
+    assert allow.admits_address(ip("fd12::1"), 443)
+    assert allow.admits_address(ip("::ffff:127.0.0.1"), 443)  # the IPv4 it embeds
+    assert allow.admits_host("api.internal", 80)
+    assert allow.admits_host("API.INTERNAL.", 8443)
+    assert not allow.admits_host("x.api.internal", 80)
+    assert allow.admits_host("db.svc.local", 5000)
+    assert allow.admits_host("a.b.svc.local", 80)
+    assert not allow.admits_host("svc.local", 80)
+    assert not allow.admits_host("evilsvc.local", 80)
     assert not AllowList.parse("")
 
 
-@pytest.mark.parametrize("entry", ["127.1", "not a host", "http://x", "10.0.0.0/33"])
-def test_bad_allow_entries_are_config_errors(entry: str) -> None:
-    with pytest.raises(ConfigError):
-        AllowList.parse(entry)
+@pytest.mark.parametrize(
+    ("entry", "parsed"),
+    [
+        ("127.0.0.1", AllowEntry(text="127.0.0.1", network=ipaddress.ip_network("127.0.0.1/32"))),
+        (
+            "127.0.0.1:8080",
+            AllowEntry(text="127.0.0.1:8080", network=ipaddress.ip_network("127.0.0.1/32"), port=8080),
+        ),
+        (
+            "10.1.2.3/16:443",
+            AllowEntry(text="10.1.2.3/16:443", network=ipaddress.ip_network("10.1.0.0/16"), port=443),
+        ),
+        ("fd00::1", AllowEntry(text="fd00::1", network=ipaddress.ip_network("fd00::1/128"))),
+        ("fd00::1:80", AllowEntry(text="fd00::1:80", network=ipaddress.ip_network("fd00::1:80/128"))),
+        ("[fd00::1]", AllowEntry(text="[fd00::1]", network=ipaddress.ip_network("fd00::1/128"))),
+        (
+            "[FD00::1]:8080",
+            AllowEntry(text="[FD00::1]:8080", network=ipaddress.ip_network("fd00::1/128"), port=8080),
+        ),
+        (
+            "[fd00::/8]:443",
+            AllowEntry(text="[fd00::/8]:443", network=ipaddress.ip_network("fd00::/8"), port=443),
+        ),
+        ("Api.Internal.", AllowEntry(text="Api.Internal.", name="api.internal")),
+        ("api.internal:8443", AllowEntry(text="api.internal:8443", name="api.internal", port=8443)),
+        ("localhost:1", AllowEntry(text="localhost:1", name="localhost", port=1)),
+        ("*.svc.cluster.local", AllowEntry(text="*.svc.cluster.local", suffix=".svc.cluster.local")),
+        (" *.svc.local:65535 ", AllowEntry(text="*.svc.local:65535", suffix=".svc.local", port=65535)),
+    ],
+)
+def test_every_entry_form_parses(entry: str, parsed: AllowEntry) -> None:
+    assert AllowList.parse(entry).entries == (parsed,)
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("127.1", "not a hostname, IP or CIDR"),
+        ("not a host", "not a hostname, IP or CIDR"),
+        ("10.0.0.0/33", "not a hostname, IP or CIDR"),
+        ("*", "not a hostname, IP or CIDR"),
+        ("*.10.0.0.1", "not a hostname, IP or CIDR"),
+        ("http://x", "port '//x' is not a number from 1 to 65535"),
+        ("127.0.0.1:", "port '' is not a number"),
+        ("127.0.0.1:0", "port '0' is not a number"),
+        ("127.0.0.1:65536", "port '65536' is not a number"),
+        ("api.internal:http", "port 'http' is not a number"),
+        ("api.internal:+80", "port '+80' is not a number"),
+        ("*.svc.local:-1", "port '-1' is not a number"),
+        ("[fd00::1", "a bracketed IPv6 address is written [address] or [address]:port"),
+        ("[fd00::1]80", "a bracketed IPv6 address is written"),
+        ("[fd00::1]:0", "port '0' is not a number"),
+        ("[127.0.0.1]:80", "brackets hold an IPv6 address or CIDR"),
+        ("[api.internal]", "brackets hold an IPv6 address or CIDR"),
+        ("fd00::1/129", "not an IPv6 address or CIDR (with a port, write [address]:port)"),
+        ("fd00::g", "not an IPv6 address or CIDR"),
+    ],
+)
+def test_bad_allow_entries_are_config_errors_naming_the_entry(entry: str, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        AllowList.parse(f"127.0.0.1,{entry}")
+    message = str(caught.value)
+    assert message.startswith(f"FLEET_HTTP_ALLOW entry {entry.strip()!r}: {why}")
+    assert "optionally with :port" in message
+
+
+def test_a_bad_port_fails_the_start_up_hook() -> None:
+    # workers.http registers ssrf.configure as a start-up hook: a bad entry stops the worker.
+    with pytest.raises(ConfigError, match=re.escape("entry '127.0.0.1:0': port '0'")):
+        ssrf.configure(Settings(http_allow="api.internal,127.0.0.1:0"))
 
 
 def test_metadata_needs_an_exact_allow_entry() -> None:
-    metadata = ipaddress.ip_address("169.254.169.254")
-    assert not AllowList.parse("169.254.0.0/16").admits_address(metadata)
-    assert AllowList.parse("169.254.0.0/16").admits_address(ipaddress.ip_address("169.254.1.1"))
-    assert AllowList.parse("169.254.169.254").admits_address(metadata)
-    assert AllowList.parse("169.254.169.254/32").admits_address(metadata)
-    assert not AllowList.parse("fd00::/8").admits_address(ipaddress.ip_address("fd00:ec2::254"))
-    mapped = ipaddress.ip_address("::ffff:169.254.169.254")
-    assert not AllowList.parse("::ffff:0:0/96").admits_address(mapped)
-    assert not AllowList.parse("169.254.0.0/16").admits_address(mapped)
-    assert AllowList.parse("169.254.169.254").admits_address(mapped)
+    metadata = ip("169.254.169.254")
+    assert not AllowList.parse("169.254.0.0/16").admits_address(metadata, 80)
+    assert AllowList.parse("169.254.0.0/16").admits_address(ip("169.254.1.1"), 80)
+    assert AllowList.parse("169.254.169.254").admits_address(metadata, 80)
+    assert AllowList.parse("169.254.169.254/32").admits_address(metadata, 80)
+    assert not AllowList.parse("fd00::/8").admits_address(ip("fd00:ec2::254"), 80)
+    assert AllowList.parse("[fd00:ec2::254]:80").admits_address(ip("fd00:ec2::254"), 80)
+    mapped = ip("::ffff:169.254.169.254")
+    assert not AllowList.parse("::ffff:0:0/96").admits_address(mapped, 80)
+    assert not AllowList.parse("169.254.0.0/16").admits_address(mapped, 80)
+    assert AllowList.parse("169.254.169.254").admits_address(mapped, 80)
+
+
+def test_an_entry_with_a_port_admits_that_port_only() -> None:
+    allow = AllowList.parse("127.0.0.1:8080,10.0.0.0/8:443,[fd00::/8]:8443,api.internal:8443,*.svc.local:80")
+    assert allow.admits_address(ip("127.0.0.1"), 8080)
+    assert not allow.admits_address(ip("127.0.0.1"), 6379)
+    assert allow.admits_address(ip("10.9.8.7"), 443)
+    assert not allow.admits_address(ip("10.9.8.7"), 80)
+    assert allow.admits_address(ip("fd12::1"), 8443)
+    assert not allow.admits_address(ip("fd12::1"), 443)
+    assert allow.admits_host("api.internal", 8443)
+    assert not allow.admits_host("api.internal", 443)
+    assert allow.admits_host("db.svc.local", 80)
+    assert not allow.admits_host("db.svc.local", 6379)
+    # Two entries for one address: each admits its own port.
+    both = AllowList.parse("127.0.0.1:8080,127.0.0.1:9090")
+    assert [both.admits_address(ip("127.0.0.1"), p) for p in (8080, 9090, 80)] == [True, True, False]
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,8 +271,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     policy = ssrf.current_policy()
     assert policy.max_response_bytes == 1234
     assert policy.max_redirects == 2
-    assert policy.allow.admits_host("api.internal")
-    assert policy.allow.admits_address(ipaddress.ip_address("127.0.0.1"))
+    assert policy.allow.admits_host("api.internal", 80)
+    assert policy.allow.admits_address(ipaddress.ip_address("127.0.0.1"), 80)
     assert ssrf.current_policy() is policy  # read once
 
 
@@ -201,7 +292,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_configure_from_a_workers_settings() -> None:
     ssrf.configure(Settings(http_allow="10.0.0.0/8", http_max_redirects=1))
     policy = ssrf.current_policy()
-    assert policy.allow.admits_address(ipaddress.ip_address("10.1.1.1"))
+    assert policy.allow.admits_address(ipaddress.ip_address("10.1.1.1"), 80)
     assert policy.max_redirects == 1
     with pytest.raises(ConfigError):
         ssrf.configure(Settings(http_allow="127.1"))
@@ -235,10 +326,93 @@ async def test_a_name_is_refused_if_any_of_its_addresses_is(monkeypatch: pytest.
     assert caught.value.details == {"host": "mixed.example", "reason": "private", "address": "10.0.0.1"}
 
 
-async def test_an_allowed_name_may_resolve_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_dns(monkeypatch, ["10.0.0.1"])
+@pytest.mark.parametrize(
+    "addresses",
+    [["10.0.0.1"], ["127.0.0.1", "::1"], ["100.64.0.7"], ["fd12::7"], ["::ffff:10.0.0.1"], ["8.8.8.8"]],
+)
+async def test_an_allowed_name_may_resolve_to_internal_addresses(
+    addresses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, addresses)
     target = await vet_url(URL("http://api.internal:8080/x"), allowing("api.internal"))
-    assert (target.host, target.port, target.addresses) == ("api.internal", 8080, ("10.0.0.1",))
+    assert (target.host, target.port, target.addresses) == ("api.internal", 8080, tuple(addresses))
+
+
+@pytest.mark.parametrize(
+    ("url", "entry", "addresses", "reason"),
+    [
+        ("http://api.internal/", "api.internal", ["169.254.169.254"], "metadata"),
+        ("http://api.internal/", "api.internal", ["10.0.0.1", "169.254.169.254"], "metadata"),
+        ("http://metadata.google.internal/", "metadata.google.internal", ["169.254.169.254"], "metadata"),
+        ("http://api.internal/", "api.internal", ["fd00:ec2::254"], "metadata"),
+        ("http://api.internal/", "api.internal", ["100.100.100.200"], "metadata"),
+        ("http://api.internal/", "api.internal", ["::ffff:169.254.169.254"], "ipv4-mapped metadata"),
+        ("http://api.internal/", "api.internal", ["169.254.10.1"], "link-local"),
+        ("http://db.ns.svc.cluster.local/", "*.svc.cluster.local", ["169.254.10.1"], "link-local"),
+        ("http://db.ns.svc.cluster.local/", "*.svc.cluster.local", ["fe80::1%eth0"], "link-local"),
+        ("http://db.ns.svc.cluster.local/", "*.svc.cluster.local", ["64:ff9b::a9fe:a01"], "nat64 link-local"),
+        ("http://db.ns.svc.cluster.local/", "*.svc.cluster.local", ["169.254.169.254"], "metadata"),
+    ],
+)
+async def test_an_allowed_name_never_admits_metadata_or_link_local(
+    url: str, entry: str, addresses: list[str], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, addresses)
+    with pytest.raises(DestinationBlocked) as caught:
+        await vet_url(URL(url), allowing(entry))
+    assert caught.value.reason == reason
+    assert caught.value.address == str(ipaddress.ip_address(addresses[-1]))
+    assert "an allowed name does not admit" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("entries", "addresses"),
+    [
+        (("api.internal", "169.254.169.254"), ["169.254.169.254"]),
+        (("api.internal", "169.254.169.254:80"), ["169.254.169.254"]),
+        (("*.svc.cluster.local", "169.254.0.0/16"), ["169.254.10.1"]),
+        (("169.254.0.0/16",), ["169.254.10.1"]),  # the address entry alone admits it
+        (("*.svc.cluster.local", "[fe80::/10]:80"), ["fe80::1"]),
+    ],
+)
+async def test_an_address_entry_admits_metadata_and_link_local_behind_a_name(
+    entries: tuple[str, ...], addresses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, addresses)
+    target = await vet_url(URL("http://db.ns.svc.cluster.local/"), allowing(*entries))
+    assert target.addresses == tuple(addresses)
+
+
+async def test_a_range_does_not_admit_metadata_behind_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, ["169.254.169.254"])
+    with pytest.raises(DestinationBlocked) as caught:
+        await vet_url(URL("http://api.internal/"), allowing("api.internal", "169.254.0.0/16"))
+    assert caught.value.reason == "metadata"
+
+
+async def test_a_port_in_the_entry_binds_every_url_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, ["10.0.0.1"])
+    policy = allowing("api.internal:8443", "127.0.0.1:8080", "[::1]:8080")
+    assert (await vet_url(URL("https://api.internal:8443/"), policy)).addresses == ("10.0.0.1",)
+    assert (await vet_url(URL("http://127.0.0.1:8080/"), policy)).addresses == ()
+    assert (await vet_url(URL("http://[::1]:8080/"), policy)).addresses == ()
+    for url, address in [
+        ("https://api.internal/", "10.0.0.1"),  # the scheme's default port: 443
+        ("http://api.internal:8080/", "10.0.0.1"),
+        ("http://127.0.0.1:6379/", "127.0.0.1"),
+        ("http://127.0.0.1/", "127.0.0.1"),
+        ("http://[::1]:6379/", "::1"),
+    ]:
+        with pytest.raises(DestinationBlocked) as caught:
+            await vet_url(URL(url), policy)
+        assert caught.value.address == address, url
+        assert "admits it on port" in str(caught.value), url
+
+
+async def test_a_public_address_has_no_port_restriction(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, ["93.184.215.14"])
+    target = await vet_url(URL("http://example.com:6379/"), allowing("127.0.0.1:8080"))
+    assert target.addresses == ("93.184.215.14",)
 
 
 async def test_public_name_is_vetted_with_its_addresses(monkeypatch: pytest.MonkeyPatch) -> None:

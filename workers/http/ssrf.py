@@ -11,8 +11,9 @@ For every hop (the first request and each redirect) :func:`vet_url`:
 3. checks every address (:func:`blocked_reason`): loopback, private, link-local, CGNAT,
    multicast, unspecified, reserved/documentation, IPv6 unique-local and site-local, the IPv4
    embedded in IPv4-mapped, IPv4-compatible, 6to4 and NAT64 addresses, Teredo, and the cloud
-   metadata addresses are refused unless the allow-list (``FLEET_HTTP_ALLOW``) admits them;
-   a name is refused if *any* of its addresses is refused.
+   metadata addresses are refused unless the allow-list (``FLEET_HTTP_ALLOW``, :class:`AllowList`)
+   admits them on the hop's port; an allow-listed *name* admits internal addresses but never
+   metadata or link-local ones; a name is refused if *any* of its addresses is refused.
 
 The vetted addresses are then *pinned*: :class:`PinnedResolver` is the only resolver of the
 aiohttp connector that makes the connection, and it answers with exactly those addresses, so
@@ -40,6 +41,7 @@ from shared.settings import Settings
 
 __all__ = [
     "METADATA_ADDRESSES",
+    "AllowEntry",
     "AllowList",
     "DestinationBlocked",
     "HttpPolicy",
@@ -50,6 +52,7 @@ __all__ = [
     "configure",
     "current_policy",
     "embedded_ipv4",
+    "needs_address_entry",
     "parse_host",
     "resolve_host",
     "vet_url",
@@ -196,69 +199,151 @@ def blocked_reason(ip: IPAddress) -> str | None:
 
 _HOSTNAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*\.?$")
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_ENTRY_FORMS = "host, *.suffix, IP or CIDR, each optionally with :port (IPv6 in brackets: [fd00::1]:8080)"
+
+#: Reasons an allowed *name* does not override: a name is data anyone controlling its DNS (or a
+#: typo'd wildcard) can point anywhere, so these addresses need an entry naming the address.
+_ADDRESS_ENTRY_ONLY = frozenset({"metadata", "link-local"})
 
 
-@dataclass(frozen=True, slots=True)
-class AllowList:
-    """Destinations admitted despite :func:`blocked_reason` (``FLEET_HTTP_ALLOW``).
+def needs_address_entry(reason: str) -> bool:
+    """Whether addresses refused for ``reason`` (a :func:`blocked_reason`) stay refused for an
+    allow-listed name: metadata and link-local, in any spelling (``ipv4-mapped link-local``)."""
+    return reason.rsplit(" ", 1)[-1] in _ADDRESS_ENTRY_ONLY
 
-    Entries, comma-separated: an IP or CIDR (``127.0.0.1``, ``10.20.0.0/16``, ``fd00::/8``)
-    admits the addresses inside it (and IPv6 addresses embedding an IPv4 inside it); a hostname
-    (``api.internal``) admits that exact name whatever it resolves to; ``*.svc.local`` admits
-    every name below ``svc.local`` (not ``svc.local`` itself). Metadata addresses are admitted
-    only by an entry naming exactly that address.
-    """
 
-    networks: tuple[IPNetwork, ...] = ()
-    hosts: frozenset[str] = frozenset()
-    suffixes: tuple[str, ...] = ()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowEntry:
+    """One ``FLEET_HTTP_ALLOW`` entry: exactly one of ``network``, ``name`` (exact, normalised)
+    or ``suffix`` (``".svc.local"``), and ``port`` (``None``: every port)."""
+
+    text: str
+    network: IPNetwork | None = None
+    name: str | None = None
+    suffix: str | None = None
+    port: int | None = None
 
     @classmethod
-    def parse(cls, text: str | Iterable[str]) -> AllowList:
-        """Parse the comma-separated entries; an entry that is neither fails with ConfigError."""
-        entries = text.split(",") if isinstance(text, str) else list(text)
-        networks: list[IPNetwork] = []
-        hosts: set[str] = set()
-        suffixes: list[str] = []
-        for raw in entries:
-            entry = raw.strip().lower()
-            if not entry:
-                continue
+    def parse(cls, raw: str) -> AllowEntry:
+        """Parse one entry (:class:`AllowList`); anything else fails with ConfigError."""
+        text = raw.strip()
+        entry = text.lower()
+
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"FLEET_HTTP_ALLOW entry {text!r}: {why}; entries are {_ENTRY_FORMS}")
+
+        def port_of(spec: str) -> int:
+            if not _PORT.match(spec) or not 0 < int(spec) < 65536:
+                raise bad(f"port {spec!r} is not a number from 1 to 65535")
+            return int(spec)
+
+        if entry.startswith("["):
+            inside, bracket, rest = entry[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise bad("a bracketed IPv6 address is written [address] or [address]:port")
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
+                network = ipaddress.ip_network(inside, strict=False)
             except ValueError:
-                pass
-            name = entry.removeprefix("*.").rstrip(".")
-            labels = name.split(".")
-            if not _HOSTNAME.match(name) or _NUMERIC_LABEL.match(labels[-1]):
-                raise ConfigError(f"FLEET_HTTP_ALLOW entry {raw.strip()!r} is not a hostname, IP or CIDR")
-            if entry.startswith("*."):
-                suffixes.append("." + name)
-            else:
-                hosts.add(name)
-        return cls(networks=tuple(networks), hosts=frozenset(hosts), suffixes=tuple(suffixes))
+                raise bad("brackets hold an IPv6 address or CIDR") from None
+            if network.version != 6:
+                raise bad("brackets hold an IPv6 address or CIDR")
+            return cls(text=text, network=network, port=port_of(rest[1:]) if rest else None)
+        if entry.count(":") > 1:
+            # Unbracketed IPv6 has no port: "fd00::1:80" is an address, not fd00::1 port 80.
+            try:
+                return cls(text=text, network=ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise bad("not an IPv6 address or CIDR (with a port, write [address]:port)") from None
+        host, colon, port_text = entry.partition(":")
+        port = port_of(port_text) if colon else None
+        try:
+            return cls(text=text, network=ipaddress.ip_network(host, strict=False), port=port)
+        except ValueError:
+            pass
+        name = host.removeprefix("*.").rstrip(".")
+        if not _HOSTNAME.match(name) or _NUMERIC_LABEL.match(name.split(".")[-1]):
+            raise bad("not a hostname, IP or CIDR")
+        if host.startswith("*."):
+            return cls(text=text, suffix="." + name, port=port)
+        return cls(text=text, name=name, port=port)
 
-    def admits_host(self, host: str) -> bool:
-        name = host.lower().rstrip(".")
-        return name in self.hosts or any(name.endswith(s) for s in self.suffixes)
+    def admits_port(self, port: int) -> bool:
+        return self.port is None or self.port == port
 
-    def admits_address(self, ip: IPAddress) -> bool:
+    def names(self, host: str) -> bool:
+        """Whether this is a name entry covering ``host`` (normalised), on any port."""
+        return host == self.name or (self.suffix is not None and host.endswith(self.suffix))
+
+    def contains(self, ip: IPAddress) -> bool:
+        """Whether this is an address entry covering ``ip`` (or the IPv4 it embeds), on any
+        port. A metadata address, in any spelling (``::ffff:169.254.169.254`` too), is covered
+        only by an entry naming exactly that address, never by a range around it."""
+        if self.network is None:
+            return False
         ip = _without_zone(ip)
         candidates = [ip]
         inner = embedded_ipv4(ip)
         if inner is not None:
             candidates.append(inner)
-        # A metadata address, in any spelling (::ffff:169.254.169.254 too), needs an exact entry.
         exact_only = any(c in METADATA_ADDRESSES for c in candidates)
-        for candidate in candidates:
-            for net in self.networks:
-                if candidate in net and (not exact_only or net.num_addresses == 1):
-                    return True
-        return False
+        return any(
+            c in self.network and (not exact_only or self.network.num_addresses == 1) for c in candidates
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AllowList:
+    """Destinations admitted despite :func:`blocked_reason` (``FLEET_HTTP_ALLOW``; prose and the
+    reasons behind the rules in ``docs/http.md``).
+
+    Comma-separated entries, each ``host``, ``*.suffix``, ``ip`` or ``cidr``, optionally with
+    ``:port`` (IPv6 in brackets: ``[fd00::1]:8080``, ``[fd00::/8]:443``). An entry with a port
+    admits that port only; without one, every port. On the admitted ports:
+
+    * an IP or CIDR (``127.0.0.1``, ``10.20.0.0/16``, ``fd00::/8``) admits the addresses inside
+      it (and IPv6 addresses embedding an IPv4 inside it); a metadata address only by an entry
+      naming exactly that address;
+    * a hostname (``api.internal``) admits that exact name, ``*.svc.local`` every name below
+      ``svc.local`` (not ``svc.local`` itself): the addresses the name resolves to are still
+      checked, and may be internal (loopback, private, …) but not metadata or link-local
+      (:func:`needs_address_entry`) unless an address entry admits them.
+    """
+
+    entries: tuple[AllowEntry, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str]) -> AllowList:
+        """Parse the comma-separated entries (blank ones are skipped); a malformed entry fails
+        with a ConfigError naming it."""
+        raw_entries = text.split(",") if isinstance(text, str) else list(text)
+        return cls(tuple(AllowEntry.parse(raw) for raw in raw_entries if raw.strip()))
+
+    def admits_host(self, host: str, port: int) -> bool:
+        """Whether a name entry admits ``host`` on ``port`` (the addresses it resolves to are
+        still checked: :func:`vet_url`)."""
+        name = host.lower().rstrip(".")
+        return any(e.names(name) and e.admits_port(port) for e in self.entries)
+
+    def admits_address(self, ip: IPAddress, port: int) -> bool:
+        """Whether an address entry admits ``ip`` on ``port``."""
+        return any(e.contains(ip) and e.admits_port(port) for e in self.entries)
+
+    def ports_for(self, ip: IPAddress | None = None, host: str | None = None) -> tuple[int, ...] | None:
+        """The ports on which the entries covering ``ip`` (or the name ``host``) admit it —
+        ``None`` when none covers it or one admits every port (for error messages)."""
+        name = host.lower().rstrip(".") if host is not None else None
+        covering = [
+            e
+            for e in self.entries
+            if (ip is not None and e.contains(ip)) or (name is not None and e.names(name))
+        ]
+        if not covering or any(e.port is None for e in covering):
+            return None
+        return tuple(sorted({e.port for e in covering if e.port is not None}))
 
     def __bool__(self) -> bool:
-        return bool(self.networks or self.hosts or self.suffixes)
+        return bool(self.entries)
 
 
 # ------------------------------------------------------------------------------ settings
@@ -425,11 +510,11 @@ async def vet_url(url: URL, policy: HttpPolicy) -> VettedTarget:
         addresses = await resolve_host(host, port)
         if not addresses:
             raise OSError(f"{host} resolved to no address")
-        if not policy.allow.admits_host(parsed):
-            for address in addresses:
-                _check_address(ipaddress.ip_address(address), host, policy)
+        name_admitted = policy.allow.admits_host(parsed, port)
+        for address in addresses:
+            _check_address(ipaddress.ip_address(address), host, port, policy, name_admitted=name_admitted)
         return VettedTarget(url=url, host=host, port=port, addresses=tuple(addresses))
-    _check_address(parsed, host, policy)
+    _check_address(parsed, host, port, policy)
     if parsed.version == 4 and str(parsed) != host:
         # 2130706433, 0x7f.1, 127.1: the address itself is admissible, the spelling is not —
         # different parsers disagree on it, which is how guards get bypassed.
@@ -442,12 +527,24 @@ async def vet_url(url: URL, policy: HttpPolicy) -> VettedTarget:
     return VettedTarget(url=url, host=host, port=port, addresses=())
 
 
-def _check_address(ip: IPAddress, host: str, policy: HttpPolicy) -> None:
+def _check_address(
+    ip: IPAddress, host: str, port: int, policy: HttpPolicy, *, name_admitted: bool = False
+) -> None:
+    """Refuse ``ip`` (an address of ``host``) unless it is public, an address entry admits it
+    on ``port``, or the name was admitted and ``ip`` is not metadata or link-local."""
     reason = blocked_reason(ip)
-    if reason is None or policy.allow.admits_address(ip):
+    if reason is None or policy.allow.admits_address(ip, port):
         return
+    if name_admitted and not needs_address_entry(reason):
+        return
+    if name_admitted:
+        hint = f"an allowed name does not admit {reason} addresses, only an entry naming the address does"
+    elif (ports := policy.allow.ports_for(ip, host)) is not None:
+        hint = f"FLEET_HTTP_ALLOW admits it on port {', '.join(map(str, ports))} only"
+    else:
+        hint = "FLEET_HTTP_ALLOW can admit it"
     raise DestinationBlocked(
-        f"destination {host} ({ip}) is not allowed: {reason} address (FLEET_HTTP_ALLOW can admit it)",
+        f"destination {host} port {port} ({ip}) is not allowed: {reason} address ({hint})",
         host=host,
         reason=reason,
         address=str(ip),
