@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     dapr_ready_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to wait for daprd's outbound health at start."
     )
+    app_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the Dapr app channel waits for a request's body once its headers arrived; "
+        "a slower one is answered 408 and its connection closed.",
+    )
 
     # Credentials
     secrets_file: Path | None = Field(

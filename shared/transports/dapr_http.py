@@ -49,7 +49,7 @@ from shared.runtime.metrics import Metrics
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement
 
-__all__ = ["BULK_EVENT_TYPE", "EVENTS_ROUTE", "DaprTransport"]
+__all__ = ["BULK_EVENT_TYPE", "EVENTS_ROUTE", "DaprTransport", "max_body_bytes"]
 
 log = structlog.get_logger("fleet.transport.dapr")
 
@@ -91,6 +91,44 @@ RETRY_MEMORY = 10_000
 PUBLISH_TIMEOUT_S = 30.0
 #: Readiness polling of the sidecar: first delay, cap.
 _READY_POLL_INITIAL, _READY_POLL_MAX = 0.05, 1.0
+#: A connection must complete a request's headers within this long of opening or of its last
+#: answer, else it is closed (aiohttp's keep-alive timer, which also covers idle connections).
+#: Longer than Go's usual 90 s idle timeout, so daprd's client rather than we close idle pooled
+#: connections: closing first races a request daprd may be writing at that moment.
+HEADER_TIMEOUT_S = 100.0
+#: Body-size allowances (see :func:`max_body_bytes`): per bulk entry (``entryId``,
+#: ``metadata``, ``contentType``, JSON punctuation) and per request (the envelope's fields).
+ENTRY_OVERHEAD_BYTES = 16 * 1024
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest request body the app channel reads; a larger one is answered 413.
+
+    * single delivery: ``2 x FLEET_MAX_PAYLOAD_BYTES + 64 KiB``: the body is the stored event
+      unchanged, so an event up to twice the payload limit is still read and gets its
+      ``payload_too_large`` result instead of a bare 413;
+    * bulk (``FLEET_DAPR_BULK_SUBSCRIBE``): ``FLEET_BATCH_SIZE`` (the subscription's
+      ``maxMessagesCount``) x (ceil(4/3 x FLEET_MAX_PAYLOAD_BYTES) + 16 KiB) + 64 KiB: every entry
+      at the payload limit even when daprd base64-encodes it (raw payloads; re-serialised
+      CloudEvents stay about their stored size), plus the entry's fields; never less than the
+      single-delivery limit.
+    """
+    payload = settings.max_payload_bytes
+    single = 2 * payload + REQUEST_OVERHEAD_BYTES
+    if not settings.dapr_bulk_subscribe:
+        return single
+    per_entry = -(-4 * payload // 3) + ENTRY_OVERHEAD_BYTES
+    return max(single, settings.batch_size * per_entry + REQUEST_OVERHEAD_BYTES)
+
+
+def server_shutdown_timeout(settings: Settings) -> float:
+    """aiohttp's per-connection shutdown wait, chosen so the server's shutdown as a whole stays
+    within ``FLEET_SHUTDOWN_TIMEOUT``: aiohttp waits up to this long for a handler to finish,
+    then up to this long again after cancelling it, and rounds a wait above 5 s up to the next
+    whole second (``ceil_timeout``). Positive, since aiohttp reads 0 as "no limit"."""
+    half = settings.shutdown_timeout / 2
+    return max(0.001, half if half <= 5 else half - 1)
 
 
 class DaprTransport:
@@ -129,6 +167,10 @@ class DaprTransport:
         self._session: aiohttp.ClientSession | None = None
         self._ready = False
         self._intake_stopped = False
+        self._closing = False
+        self._max_body = max_body_bytes(settings)
+        #: deadlines of the body reads in progress; close() moves them to now.
+        self._reading: set[asyncio.Timeout] = set()
         sidecar = f"http://{settings.dapr_host}:{settings.dapr_http_port}"
         self._publish_url = (
             f"{sidecar}/v1.0/publish/{quote(settings.pubsub_name, safe='')}/"
@@ -186,11 +228,7 @@ class DaprTransport:
         log.info("dapr app channel ready", topic=self.topic, port=self.port, domain=self.domain)
 
     async def _start_server(self) -> None:
-        # A bulk body carries up to batch_size events; an oversized single event must still be
-        # read so the runtime can answer it `payload_too_large` instead of aiohttp's bare 413.
-        per_event = 2 * self.settings.max_payload_bytes + 65_536
-        batch = self.settings.batch_size if self.settings.dapr_bulk_subscribe else 1
-        app = web.Application(client_max_size=per_event * batch)
+        app = web.Application(client_max_size=self._max_body)
         app.router.add_get("/dapr/subscribe", self._on_subscribe)
         app.router.add_get("/dapr/config", self._on_config)
         app.router.add_post(EVENTS_ROUTE, self._on_events)
@@ -199,7 +237,17 @@ class DaprTransport:
         # handler_cancellation: when daprd hangs up (an inbound resiliency timeout, say) the
         # waiting future is cancelled, so settle() skips that delivery's result — daprd delivers
         # the request again and that delivery answers it (no duplicate result).
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
+        # lingering_time=0: a body we answer before reading it all (401, 408, 413, 503) is one we
+        # refuse; aiohttp would otherwise keep reading it for up to 10 s, holding shutdown.
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=HEADER_TIMEOUT_S,
+            lingering_time=0,
+            shutdown_timeout=server_shutdown_timeout(self.settings),
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.app_host, self.settings.app_port)
         try:
@@ -252,12 +300,19 @@ class DaprTransport:
             self._answer(delivery, RETRY, "worker shutting down")
 
     async def close(self) -> None:
-        """Answer RETRY to every delivery still waiting, stop the server, close the session."""
+        """Answer RETRY to every delivery still waiting, 503 to every request whose body is still
+        arriving, stop the server, close the session. Returns within ``FLEET_SHUTDOWN_TIMEOUT``
+        whatever clients do (see :func:`server_shutdown_timeout`)."""
         self._intake_stopped = True
+        self._closing = True
         self._ready = False
         for future in list(self._waiting):
             if not future.done():
                 future.set_result(RETRY)
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._reading):
+            if not deadline.expired():
+                deadline.reschedule(now)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -389,7 +444,9 @@ class DaprTransport:
         if not self._authorized(request):
             log.warning("delivery rejected: wrong or missing dapr-api-token", remote=request.remote)
             return _unauthorized()
-        body = await request.read()
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         metadata = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _NOT_METADATA}
         parsed = _loads(body)
         if (
@@ -397,11 +454,49 @@ class DaprTransport:
             and parsed.get("type") == BULK_EVENT_TYPE
             and isinstance(parsed.get("entries"), list)
         ):
+            del body  # each entry is encoded again on its own: the raw bytes are not kept
             return await self._on_bulk(parsed["entries"], metadata)
         if self._intake_stopped:
             return _json({"status": RETRY})
-        delivery = self._delivery(_event_id(parsed), body, metadata)
+        delivery = self._delivery(_event_id(parsed), bytes(body), metadata)
         return _json({"status": await self._enqueue_and_wait(delivery)})
+
+    async def _read_body(self, request: web.Request) -> bytearray | web.Response:
+        """The request's body, or the answer refusing it: 413 beyond :func:`max_body_bytes`
+        (from ``Content-Length`` before reading anything when it is given), 408 when the body
+        takes longer than ``FLEET_APP_READ_TIMEOUT``, 503 when :meth:`close` ended the read.
+        Refusals close the connection; nothing refused reaches the runtime."""
+        if self._closing:
+            return self._refuse(request, 503, "worker shutting down")
+        declared = request.content_length
+        if declared is not None and declared > self._max_body:
+            return self._refuse(request, 413, f"body of {declared} bytes; the limit is {self._max_body}")
+        # One growing buffer, not a list of chunks joined at the end: that would hold a large
+        # bulk body twice at its peak.
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.settings.app_read_timeout) as deadline:
+                self._reading.add(deadline)
+                try:
+                    async for chunk in request.content.iter_any():
+                        if len(body) + len(chunk) > self._max_body:
+                            return self._refuse(
+                                request, 413, f"body over the limit of {self._max_body} bytes"
+                            )
+                        body += chunk
+                finally:
+                    self._reading.discard(deadline)
+        except TimeoutError:
+            if self._closing:
+                return self._refuse(request, 503, "worker shutting down")
+            return self._refuse(request, 408, f"body not received within {self.settings.app_read_timeout:g}s")
+        return body
+
+    def _refuse(self, request: web.Request, status: int, reason: str) -> web.Response:
+        log.warning("request refused", path=request.path, status=status, reason=reason, remote=request.remote)
+        response = web.Response(status=status, text=reason)
+        response.force_close()
+        return response
 
     async def _on_bulk(self, entries: list[Any], metadata: dict[str, str]) -> web.StreamResponse:
         if self._intake_stopped:
@@ -423,6 +518,9 @@ class DaprTransport:
             event_id = _event_id(event) if isinstance(event, dict) else None
             delivery = self._delivery(event_id or entry_id, body, merged)
             pending.append((entry_id, self._enqueue(delivery)))
+        # The parsed events are not kept while their deliveries run: a large bulk would
+        # otherwise be held twice until it is answered.
+        entries.clear()
         try:
             statuses = await asyncio.gather(*(future for _, future in pending))
         finally:
@@ -472,7 +570,7 @@ class DaprTransport:
             self._waiting.discard(future)
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes | bytearray) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
