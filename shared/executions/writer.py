@@ -31,6 +31,9 @@ up and is refused (the delivery stays unacked) while it is down.
 Outage: when a flush fails because the database is unreachable, claims fail fast with
 :class:`DatabaseUnavailable` (the caller runs without a claim), writes are kept in order and
 retried with backoff; new finish operations are not awaited until a flush succeeds again.
+What counts as unreachable is :func:`shared.registry.database.is_outage`. Any other failure
+is the statement's: the batch is bisected, the rest written, and each op the database rejects
+for itself is logged and counted (:attr:`BatchWriter.rejected_rows`), never held.
 """
 
 from __future__ import annotations
@@ -239,6 +242,13 @@ WHERE fe.status IN ('pending', 'running')
 """
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The error's primary message, clipped: enough to tell what failed, not a row's data."""
+    text = (str(exc.args[0]) if exc.args else "") or type(exc).__name__
+    line = text.splitlines()[0] if text else text
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _opt_json(value: Any) -> str | None:
     return None if value is None else json_text(value)
 
@@ -281,6 +291,8 @@ class BatchWriter:
         #: statements executed (= database round trips) and operations they carried.
         self.flushes = 0
         self.ops_flushed = 0
+        #: operations the database rejected for themselves (bad data): logged, not written.
+        self.rejected_rows = 0
 
     # ------------------------------------------------------------------ lifecycle
     def bind(self, pool: Any) -> None:
@@ -502,26 +514,43 @@ class BatchWriter:
         task.add_done_callback(done)
 
     async def _flush_guarded(self, batch: list[Op]) -> bool:
-        """Flush ``batch``; False when the database turned out to be unreachable (the batch's
-        writes are re-queued, its claims failed)."""
+        """Flush ``batch``; False when the database turned out to be unreachable (what was not
+        written is re-queued, its claims failed). A statement error isolates the ops the
+        database rejects for themselves; the others are written."""
         try:
             await self._flush(batch)
         except Exception as exc:
             if is_outage(exc):
                 self._outage(batch, exc)
                 return False
-            # A statement error (bad data, a bug): isolate the culprit one op at a time.
-            for n, op in enumerate(batch):
-                try:
-                    await self._flush([op])
-                except Exception as single:
-                    if is_outage(single):
-                        self._outage(batch[n:], single)
-                        return False
-                    self._failed([op], single)
+            if not await self._isolate(batch, exc):
+                return False
         if self.down:
             log.info("database reachable again; history writes resumed", pending=len(self._queue))
         self.down = False
+        return True
+
+    async def _isolate(self, batch: list[Op], exc: Exception) -> bool:
+        """``batch`` failed with ``exc``, a statement error: bisect it, so one bad row costs
+        about 2·log2(len(batch)) statements instead of one per op, write every half that
+        succeeds and reject only single ops that fail on their own. False when the database
+        became unreachable meanwhile (the ops not yet written or rejected are re-queued)."""
+        pending: list[tuple[list[Op], Exception]] = [(batch, exc)]
+        while pending:
+            part, error = pending.pop()
+            if len(part) == 1:
+                self._failed(part, error)
+                continue
+            middle = len(part) // 2
+            for n, half in enumerate((part[:middle], part[middle:])):
+                try:
+                    await self._flush(half)
+                except Exception as failure:
+                    if is_outage(failure):
+                        rest = [op for item, _ in pending for op in item]
+                        self._outage([*rest, *half, *(part[middle:] if n == 0 else [])], failure)
+                        return False
+                    pending.append((half, failure))
         return True
 
     def _take(self) -> list[Op]:
@@ -544,13 +573,23 @@ class BatchWriter:
         return list(batch.values())
 
     def _failed(self, batch: list[Op], exc: Exception) -> None:
+        """``batch`` was rejected by the database for itself: reported and counted, not held.
+        The log carries the error's type, SQLSTATE and first line only (PostgreSQL's DETAIL
+        may quote the row's values, i.e. a request's input)."""
+        self.rejected_rows += len(batch)
         log.error(
-            "history write rejected by the database", error=str(exc), execution_ids=[o.id for o in batch]
+            "history write rejected by the database",
+            error=type(exc).__name__,
+            sqlstate=getattr(exc, "sqlstate", None),
+            message=_first_line(exc),
+            execution_ids=[o.id for o in batch],
+            kinds=sorted({o.kind for o in batch}),
+            rejected_total=self.rejected_rows,
         )
         for op in batch:
             if op.future is not None and not op.future.done():
                 if op.kind == "claim":
-                    op.future.set_exception(DatabaseUnavailable(f"claim rejected: {exc}"))
+                    op.future.set_exception(DatabaseUnavailable(f"claim rejected: {_first_line(exc)}"))
                     op.future.exception()
                 else:
                     op.future.set_result(None)

@@ -60,20 +60,62 @@ async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     return connection
 
 
+#: SQLSTATE classes (first two characters) that say nothing about the statement: the
+#: connection, the server or the credentials failed. 08 connection exception, 28 invalid
+#: authorization (a rotated password, a role not created yet), 53 insufficient resources (too
+#: many connections, disk full, out of memory), 57 operator intervention (admin or crash
+#: shutdown, starting up / recovering 57P03, database dropped 57P04, statement cancelled).
+_OUTAGE_CLASSES = frozenset(("08", "28", "53", "57"))
+
+#: Single SQLSTATEs retrying later can fix: 3D000 the database does not exist (yet); 25006 a
+#: write on a read-only server (connected to a standby during a failover); 40001 / 40P01 /
+#: 40003 serialization failure, deadlock, completion unknown (transient by definition).
+_OUTAGE_STATES = frozenset(("3D000", "25006", "40001", "40P01", "40003"))
+
+#: asyncpg client-side errors that no retry fixes: a bad URL (``ClientConfigurationError``, a
+#: ``ValueError`` like asyncpg's interface ``DataError``), a feature the client or server lacks.
+#: (An argument asyncpg cannot encode is a ``PostgresError`` of class 22, handled above them.)
+_CLIENT_FAULTS: tuple[type[BaseException], ...] = (
+    ValueError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+    asyncpg.exceptions.UnsupportedServerFeatureError,
+)
+
+#: Failures below the SQL layer: the socket, a timeout, or asyncpg's connection state (a query
+#: on a connection whose backend was just terminated raises ``InternalClientError`` "cannot
+#: switch to state …" before the next one says "connection is closed").
+_TRANSPORT_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 def is_outage(exc: BaseException) -> bool:
-    """True when ``exc`` means "the database is not reachable right now" (retry later), False
-    when the statement itself failed (bad data, a bug) and retrying it would fail again."""
-    outage_types: tuple[type[BaseException], ...] = (
-        OSError,
-        TimeoutError,
-        asyncio.TimeoutError,
-        asyncpg.InterfaceError,
-        asyncpg.exceptions.PostgresConnectionError,
-        asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
-        asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-        asyncpg.exceptions.CannotConnectNowError,
-    )
-    return isinstance(exc, outage_types)
+    """True when retrying the same statement later can succeed: the database is unreachable,
+    refusing connections, out of resources, or the failure is transient (retry later, keep
+    serving). False when the statement itself failed (bad data, a bug) and would fail again.
+
+    Classified by what the error means for a retry, not by its Python type: a PostgreSQL
+    error counts as an outage when its severity is FATAL or PANIC (the server ended the
+    session, e.g. 55000 "database is not currently accepting connections" at connect, which
+    as an ERROR — "currval … not yet defined" — is a statement fault), when its SQLSTATE class
+    is in :data:`_OUTAGE_CLASSES`, or its SQLSTATE in :data:`_OUTAGE_STATES`. Statement
+    faults (22 data exception, 23 integrity violation, 42 syntax or undefined object, …)
+    and anything unrecognised are not outages: holding a write that can never succeed would
+    stall the writer behind it. Called on errors only, never on the hot path.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        severity = getattr(exc, "severity_en", None) or getattr(exc, "severity", None)
+        if severity in ("FATAL", "PANIC"):
+            return True
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate[:2] in _OUTAGE_CLASSES or sqlstate in _OUTAGE_STATES
+    if isinstance(exc, _CLIENT_FAULTS):
+        return False
+    return isinstance(exc, _TRANSPORT_FAILURES)
 
 
 #: ``\\u0000`` as an escape in JSON text: preceded by an even number of backslashes (an odd
