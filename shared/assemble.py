@@ -4,13 +4,15 @@ fit together. Tests build workers through here too, so they run what production 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from shared.credentials import CredentialResolver, CredentialsMiddleware
 from shared.domains import get_domain
 from shared.errors import ConfigError
 from shared.functions import BUILTINS, STARTUP_HOOKS, FunctionResolver, FunctionTable
+from shared.runtime.extension import Extension, Slot, chain_from, extension_layers
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
     InputValidationMiddleware,
@@ -18,30 +20,43 @@ from shared.runtime.middleware import (
     MetricsMiddleware,
     Middleware,
     TimeoutMiddleware,
-    default_middleware,
 )
-from shared.runtime.worker import Worker, WorkerState
+from shared.runtime.worker import Worker
 from shared.settings import Settings
 from shared.transports.base import Transport
 
-__all__ = ["TRANSPORTS", "RegistryWorker", "create_transport", "create_worker", "load_functions"]
+if TYPE_CHECKING:
+    from shared.registry.extension import RegistryExtension
+
+__all__ = [
+    "TRANSPORTS",
+    "core_layers",
+    "create_transport",
+    "create_worker",
+    "load_functions",
+    "package_extensions",
+]
 
 TRANSPORTS = ("redis", "dapr")
 
 
-def load_functions(domain: str | None = None, *, extra_modules: Sequence[str] = ()) -> None:
+def load_functions(domain: str | None = None, *, extra_modules: Sequence[str] = ()) -> list[ModuleType]:
     """Import the diagnostics and the built-ins of ``domain`` (all domains when ``None``), then
-    ``extra_modules`` (``FLEET_EXTRA_MODULES``: more modules declaring built-ins)."""
+    ``extra_modules`` (``FLEET_EXTRA_MODULES``: more modules declaring built-ins); returns the
+    worker packages and extra modules imported (whose ``extensions`` a worker is built with)."""
     from shared.domains import DOMAINS
 
     importlib.import_module("shared.diagnostics")
-    for d in DOMAINS if domain is None else (get_domain(domain),):
+    modules = [
         importlib.import_module(f"workers.{d.package}")
-    for module in extra_modules:
+        for d in (DOMAINS if domain is None else (get_domain(domain),))
+    ]
+    for name in extra_modules:
         try:
-            importlib.import_module(module)
+            modules.append(importlib.import_module(name))
         except ImportError as exc:
-            raise ConfigError(f"cannot import extra module {module!r}: {exc}") from exc
+            raise ConfigError(f"cannot import extra module {name!r}: {exc}") from exc
+    return modules
 
 
 def create_transport(
@@ -70,17 +85,20 @@ def create_transport(
 def create_worker(
     domain: str,
     settings: Settings,
-    transport: str | Transport = "redis",
+    transport: str | Transport | None = None,
     *,
     resolver: FunctionResolver | None = None,
     table: FunctionTable = BUILTINS,
+    extensions: Sequence[Extension] = (),
 ) -> Worker:
-    """A ready-to-run :class:`Worker` for ``domain``.
+    """A ready-to-run :class:`Worker` for ``domain``, assembled from extensions.
 
-    With ``settings.database_url`` (and no explicit ``resolver``) it is a
-    :class:`RegistryWorker`: functions come from the registry, every execution is claimed and
-    recorded (docs/registry.md); ``table`` holds the built-ins it can run and syncs.
-    Otherwise the in-code built-ins, without history.
+    The chain's core layers (metrics, logging, templates, input model, timeout) and the
+    credentials layer are always there; the domain's worker package adds its extensions
+    (``workers.<package>.extensions(settings)``); with ``settings.database_url`` (and no explicit
+    ``resolver``) the :class:`~shared.registry.extension.RegistryExtension` makes functions come
+    from the registry and every execution claimed and recorded (docs/registry.md), ``table``
+    holding the built-ins it can run and syncs. ``extensions`` are added last (tests).
     """
     declared = get_domain(domain)
     name = declared.name
@@ -88,79 +106,57 @@ def create_worker(
         # The domain's declared concurrency (also Dapr's app-max-concurrency in the manifests)
         # unless FLEET_CONCURRENCY / --concurrency says otherwise.
         settings = settings.model_copy(update={"concurrency": declared.concurrency})
-    load_functions(name, extra_modules=settings.extra_modules)
+    modules = load_functions(name, extra_modules=settings.extra_modules)
     for hook in STARTUP_HOOKS:
         hook(settings)
     metrics = Metrics()
-    if isinstance(transport, str):
-        transport = create_transport(name, settings, transport, metrics=metrics)
-    credentials = CredentialsMiddleware(CredentialResolver.from_settings(settings))
+    if transport is None or isinstance(transport, str):
+        transport = create_transport(name, settings, transport or settings.transport, metrics=metrics)
+    worker_name = f"{settings.group_for(name)}/{settings.consumer_name}"
+    parts: list[Extension] = [ext for module in modules for ext in package_extensions(module, settings)]
+    registry: RegistryExtension | None = None
     if settings.database_url and resolver is None:
-        from shared.registry.runtime import RegistryRuntime
+        from shared.registry.extension import RegistryExtension
 
-        registry = RegistryRuntime(
-            settings, worker_name=f"{settings.group_for(name)}/{settings.consumer_name}", table=table
-        )
-        registry.attach(transport)
-        return RegistryWorker(
-            registry=registry,
-            domain=name,
-            transport=transport,
-            settings=settings,
-            resolver=registry.resolver,
-            middleware=registry_middleware(metrics, registry, credentials),
-            metrics=metrics,
-            recorder=registry.recorder,
-        )
-    from shared.templates import TemplateMiddleware
-
-    middleware = default_middleware(metrics, before_timeout=[credentials])
-    # Templates are part of the request contract with or without a registry.
-    middleware.insert(2, TemplateMiddleware())
+        registry = RegistryExtension(settings, worker_name=worker_name, table=table)
+        parts.insert(0, registry)
+    parts.extend(extensions)
+    layers = [
+        *core_layers(metrics, settings),
+        *extension_layers(parts),
+    ]
+    for part in parts:
+        part.attach(transport)
     return Worker(
         domain=name,
         transport=transport,
         settings=settings,
-        resolver=resolver or BUILTINS,
-        middleware=middleware,
+        resolver=registry.resolver if registry is not None else resolver or table,
+        middleware=chain_from(layers),
         metrics=metrics,
+        recorder=registry.recorder if registry is not None else None,
+        burst=settings.burst,
+        extensions=parts,
     )
 
 
-def registry_middleware(metrics: Metrics, registry: Any, credentials: Middleware) -> list[Middleware]:
-    """The chain of a registry worker, outermost first: metrics → logging → deprecation
-    warning → claim (exactly-once) → templates → JSON Schema → pydantic model → credentials →
-    timeout → handler."""
-    from shared.registry.resolver import DeprecationMiddleware
+def core_layers(metrics: Metrics, settings: Settings) -> list[tuple[Slot, Middleware]]:
+    """The layers every worker has, by slot: metrics, logging, templates (part of the request
+    contract with or without a registry), the input model, credentials and the timeout."""
     from shared.templates import TemplateMiddleware
-    from shared.validation import SchemaValidationMiddleware
 
     return [
-        MetricsMiddleware(metrics),
-        LoggingMiddleware(),
-        DeprecationMiddleware(),
-        registry.claims,
-        TemplateMiddleware(),
-        SchemaValidationMiddleware(),
-        InputValidationMiddleware(),
-        credentials,
-        TimeoutMiddleware(),
+        (Slot.METRICS, MetricsMiddleware(metrics)),
+        (Slot.LOGGING, LoggingMiddleware()),
+        (Slot.TEMPLATES, TemplateMiddleware()),
+        (Slot.INPUT_MODEL, InputValidationMiddleware()),
+        (Slot.CREDENTIALS, CredentialsMiddleware(CredentialResolver.from_settings(settings))),
+        (Slot.TIMEOUT, TimeoutMiddleware()),
     ]
 
 
-class RegistryWorker(Worker):
-    """A :class:`Worker` that opens its registry (migrate, sync, cache, history writer) before
-    taking deliveries and closes it after draining, so every result is recorded first."""
-
-    def __init__(self, *, registry: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.registry = registry
-
-    async def run(self) -> None:
-        if self.state is not WorkerState.NEW:
-            raise RuntimeError("a Worker runs once")
-        try:
-            if await self.registry.open(lambda: self.stopping):
-                await super().run()
-        finally:
-            await self.registry.close()
+def package_extensions(module: ModuleType, settings: Settings) -> list[Extension]:
+    """The extensions a worker package declares: its ``extensions(settings)`` function, if any
+    (called per worker, so each worker gets its own)."""
+    factory: Callable[[Settings], Sequence[Extension]] | None = getattr(module, "extensions", None)
+    return list(factory(settings)) if factory is not None else []

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from shared.errors import ConfigError
+from shared.resources import Resources
 from shared.settings import Settings
 
 __all__ = [
@@ -55,6 +56,10 @@ class ExecutionContext:
     #: the values of the credential keys the function declared (filled by the credentials
     #: middleware before the handler runs; never logged, never in results).
     credentials: Mapping[str, str] = field(default_factory=dict)
+    #: the settings of the worker running the call (``None`` only outside a worker, in tests).
+    settings: Settings | None = None
+    #: what the worker's extensions provide: ``ctx.resources.get(ProviderClients)``.
+    resources: Resources = field(default_factory=Resources)
 
 
 class Handler(Protocol):

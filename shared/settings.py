@@ -38,6 +38,16 @@ class Settings(BaseSettings):
         description="Redis/Valkey URL. Unset: `fleet up` starts an embedded Valkey; other "
         "commands use the one a running `fleet up` recorded.",
     )
+    transport: Literal["redis", "dapr"] = Field(
+        default="redis",
+        description="How a worker gets its deliveries: `redis` reads the streams directly; "
+        "`dapr` serves daprd's app channel (`fleet worker --transport`).",
+    )
+    burst: bool = Field(
+        default=False,
+        description="A worker exits once its topic is idle and nothing is in flight (one-shot "
+        "jobs, CI; `fleet worker --burst`).",
+    )
     topic_prefix: str = Field(
         default=DEFAULT_TOPIC_PREFIX, description="Request topics are `<prefix><domain>`."
     )

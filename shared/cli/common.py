@@ -32,6 +32,7 @@ __all__ = [
     "redis_client",
     "resolve_broker",
     "run",
+    "with_running_fleet",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -70,16 +71,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def with_running_fleet(settings: Settings) -> Settings:
+    """``settings`` with ``redis_url`` and ``database_url``, where unset, filled from a running
+    `fleet up` (what every command that talks to the fleet uses); unchanged when none runs."""
+    state = read_up_state(settings.home) or {}
+    found = {k: state[k] for k in ("redis_url", "database_url") if state.get(k) and not getattr(settings, k)}
+    return settings.model_copy(update=found) if found else settings
+
+
 def resolve_broker(settings: Settings) -> Settings:
     """``settings`` with ``redis_url`` (and ``database_url``, when unset and `fleet up` runs
-    one) filled from a running `fleet up`."""
-    state = read_up_state(settings.home)
-    if state and state.get("database_url") and not settings.database_url:
-        settings = settings.model_copy(update={"database_url": state["database_url"]})
+    one) filled from a running `fleet up`; a usage error when there is no broker at all."""
+    settings = with_running_fleet(settings)
     if settings.redis_url:
         return settings
-    if state and state.get("redis_url"):
-        return settings.model_copy(update={"redis_url": state["redis_url"]})
     raise click.UsageError(
         "no broker: set FLEET_REDIS_URL / --redis-url, or start `fleet up` in another terminal"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic_core import PydanticUndefined
 
-from shared.cli.common import echo_json, echo_table, make_settings
+from shared.cli.common import echo_json, echo_table, make_settings, with_running_fleet
 from shared.settings import Settings
 
 __all__ = ["config", "settings_rows"]
@@ -32,7 +32,11 @@ def settings_rows() -> list[tuple[str, str, str]]:
 
 @click.command()
 @click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
-@click.option("--effective", is_flag=True, help="Print the values in force here, as JSON.")
+@click.option(
+    "--effective",
+    is_flag=True,
+    help="Print the values commands use here, as JSON (URLs of a running `fleet up` filled in).",
+)
 @click.option(
     "--update-readme",
     type=click.Path(dir_okay=False, exists=True),
@@ -48,7 +52,7 @@ def config(markdown: bool, effective: bool, update_readme: str | None) -> None:
         click.echo("updated" if rewrite(Path(update_readme)) else "up to date")
         return
     if effective:
-        echo_json(make_settings().model_dump(mode="json"))
+        echo_json(with_running_fleet(make_settings()).model_dump(mode="json"))
         return
     rows = settings_rows()
     if markdown:

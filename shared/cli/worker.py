@@ -21,9 +21,7 @@ __all__ = ["worker"]
     type=click.Choice(TRANSPORTS),
     envvar="FLEET_TRANSPORT",
     show_envvar=True,
-    default="redis",
-    show_default=True,
-    help="redis: read the streams directly; dapr: serve daprd's app channel.",
+    help="redis (default): read the streams directly; dapr: serve daprd's app channel.",
 )
 @redis_url_option
 @home_option
@@ -52,7 +50,7 @@ __all__ = ["worker"]
 )
 def worker(
     domain: str,
-    transport: str,
+    transport: str | None,
     redis_url: str | None,
     home: str | None,
     concurrency: int | None,
@@ -69,14 +67,14 @@ def worker(
         consumer_name=consumer_name,
         app_port=app_port,
         log_level=log_level,
+        transport=transport,
+        burst=burst or None,
     )
-    if transport == "redis":
+    if settings.transport == "redis":
         settings = resolve_broker(settings)
     configure_logging(settings)
 
     async def main() -> None:
-        built = create_worker(domain, settings, transport)
-        built.burst = burst
-        await run_until_signalled(built)
+        await run_until_signalled(create_worker(domain, settings))
 
     run(main())

@@ -1,7 +1,9 @@
 """Executors: how a registry function that is not a Python built-in runs, by ``execution_type``.
 
-The OCI and HTTP issues plug theirs in with :func:`register_executor` (at import of their
-worker package); until one is registered, such a function fails with ``backend_unavailable``.
+Each worker has its own :class:`Executors` table among its resources; the worker package that
+implements an execution type adds its executor there from its extension (``workers/oci``,
+``workers/http``). A function whose type has no executor in this worker fails with
+``backend_unavailable``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext, Handler
 from shared.registry.models import FunctionRecord
 
-__all__ = ["EXECUTORS", "Executor", "executor_handler", "missing_builtin_handler", "register_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "Executors",
+    "executor_handler",
+    "missing_builtin_handler",
+    "register_executor",
+]
 
 
 class Executor(Protocol):
@@ -25,6 +34,21 @@ class Executor(Protocol):
     """
 
     async def execute(self, function: FunctionRecord, data: Any, ctx: ExecutionContext) -> Any: ...
+
+
+class Executors:
+    """One worker's executors by ``execution_type`` (a resource: ``ctx.resources.get(Executors)``)."""
+
+    __slots__ = ("_by_type",)
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, Executor] = {}
+
+    def add(self, execution_type: str, executor: Executor) -> None:
+        self._by_type[execution_type] = executor
+
+    def get(self, execution_type: str) -> Executor | None:
+        return self._by_type.get(execution_type)
 
 
 #: execution_type → executor, filled by the packages that implement them.
@@ -41,7 +65,10 @@ def executor_handler(record: FunctionRecord) -> Handler:
     after the function was cached still serves it)."""
 
     async def handler(data: Any, ctx: ExecutionContext) -> Any:
-        executor = EXECUTORS.get(record.execution_type)
+        executors = ctx.resources.find(Executors)
+        executor = executors.get(record.execution_type) if executors is not None else None
+        if executor is None:
+            executor = EXECUTORS.get(record.execution_type)
         if executor is None:
             raise ExecutionFailed(
                 f"no {record.execution_type} executor in this worker for {record.slug}",

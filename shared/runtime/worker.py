@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import random
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 
+from shared.backoff import Backoff
 from shared.contract import ErrorCode
 from shared.credentials import SECRETS
 from shared.errors import (
@@ -47,6 +47,7 @@ from shared.errors import (
     WrongDomain,
 )
 from shared.functions import BUILTINS, SHUTDOWN_HOOKS, ExecutionContext, FunctionResolver, FunctionSpec
+from shared.resources import Resources
 from shared.runtime.envelope import (
     RequestEvent,
     decode_request,
@@ -54,6 +55,7 @@ from shared.runtime.envelope import (
     peek_id,
     utc_now_iso,
 )
+from shared.runtime.extension import Extension, WorkerContext
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
     Answer,
@@ -70,32 +72,22 @@ __all__ = ["Backoff", "Worker", "WorkerState", "run_until_signalled"]
 
 log = structlog.get_logger("fleet.worker")
 
-#: Backoff after an infrastructure error: first delay, cap, multiplier (with ±50 % jitter).
-BACKOFF_INITIAL = 0.1
-BACKOFF_MAX = 5.0
-BACKOFF_FACTOR = 2.0
+E = TypeVar("E")
+
 #: At most one "dependency unavailable" warning per this many seconds.
 INFRA_WARNING_INTERVAL = 10.0
+#: Backoff while the transport fails (broker or sidecar down): 0.05 s doubling to 0.5 s, ±50 %
+#: jitter. A broker that comes back is tried again within 0.75 s, yet never more than a few
+#: times a second (a refused connection costs next to nothing on either side).
+RECONNECT_INITIAL = 0.05
+RECONNECT_MAX = 0.5
 #: Longest message text kept from an unexpected handler exception.
 MAX_ERROR_MESSAGE = 1000
 
 
-class Backoff:
-    """Exponential backoff with jitter; :meth:`reset` after a success."""
-
-    def __init__(
-        self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX, factor: float = BACKOFF_FACTOR
-    ) -> None:
-        self._initial, self._max, self._factor = initial, maximum, factor
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._max, self._next * self._factor)
-        return delay * random.uniform(0.5, 1.5)
-
-    def reset(self) -> None:
-        self._next = self._initial
+def reconnect_backoff() -> Backoff:
+    """The backoff after a transport error (opening, receiving, settling)."""
+    return Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
 
 
 class WorkerState(enum.Enum):
@@ -119,6 +111,9 @@ class Worker:
         recorder: sees every result's final data before it is published (history).
         burst: stop by itself once the topic is idle (nothing received for ``block_ms``) and
             nothing is in flight — for one-shot jobs and tests (arq's burst mode).
+        extensions: the pieces the worker was assembled from (``shared.runtime.extension``):
+            started in order before the transport opens, stopped in reverse after it closed.
+        resources: what the extensions provide to handlers (``ctx.resources``).
     """
 
     def __init__(
@@ -132,9 +127,13 @@ class Worker:
         metrics: Metrics | None = None,
         recorder: ResultRecorder | None = None,
         burst: bool = False,
+        extensions: Sequence[Extension] = (),
+        resources: Resources | None = None,
     ) -> None:
         self.domain = domain
         self.burst = burst
+        self.extensions = tuple(extensions)
+        self.resources = resources if resources is not None else Resources()
         self.recorder = recorder
         self.transport = transport
         self.settings = settings
@@ -163,6 +162,14 @@ class Worker:
         self._stopping.set()
         self._wake.set()
 
+    def extension(self, kind: type[E]) -> E:
+        """This worker's extension of class ``kind`` (``worker.extension(RegistryExtension)``);
+        :class:`LookupError` when it has none."""
+        for extension in self.extensions:
+            if isinstance(extension, kind):
+                return extension
+        raise LookupError(f"worker {self.name} has no {kind.__name__}")
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
@@ -183,7 +190,10 @@ class Worker:
             raise RuntimeError("a Worker runs once")
         self.state = WorkerState.STARTING
         settler: asyncio.Task[None] | None = None
+        started: list[Extension] = []
         try:
+            if not await self._start_extensions(started):
+                return
             if not await self._open():
                 return
             settler = asyncio.create_task(self._settle_loop(), name="fleet-settle")
@@ -193,9 +203,35 @@ class Worker:
             await self._intake_loop()
         finally:
             await self._drain(settler)
+            await self._stop_extensions(started)
+            self.state = WorkerState.STOPPED
+            log.info("worker stopped", worker=self.name)
+
+    async def _start_extensions(self, started: list[Extension]) -> bool:
+        """Start each extension in order; False when the worker was stopped meanwhile."""
+        ctx = WorkerContext(
+            domain=self.domain,
+            settings=self.settings,
+            name=self.name,
+            resources=self.resources,
+            transport=self.transport,
+            stopping=lambda: self.stopping,
+        )
+        for extension in self.extensions:
+            started.append(extension)
+            if not await extension.start(ctx) or self.stopping:
+                return False
+        return True
+
+    async def _stop_extensions(self, started: list[Extension]) -> None:
+        for extension in reversed(started):
+            try:
+                await extension.stop()
+            except Exception as exc:
+                log.warning("extension failed to stop", extension=extension.name, error=str(exc))
 
     async def _open(self) -> bool:
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         while not self.stopping:
             try:
                 await self.transport.open()
@@ -214,7 +250,7 @@ class Worker:
 
     # ------------------------------------------------------------------ intake
     async def _intake_loop(self) -> None:
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         while not self.stopping:
             # At most `concurrency` executions at once, and at most twice that unsettled: the next
             # batch is read (and claimed) while the last one's results are being published, but
@@ -232,7 +268,10 @@ class Worker:
             except InfrastructureError as exc:
                 self.metrics.infra_errors += 1
                 delay = backoff.next()
-                log.warning("receive failed; backing off", error=str(exc), retry_in=round(delay, 2))
+                now = time.monotonic()
+                if now >= self._next_infra_warning:  # retries are frequent: one line per interval
+                    self._next_infra_warning = now + INFRA_WARNING_INTERVAL
+                    log.warning("receive failed; backing off", error=str(exc), retry_in=round(delay, 2))
                 await self._sleep(delay)
                 continue
             except Exception:
@@ -336,6 +375,8 @@ class Worker:
                 workflow_execution_id=event.data.workflow_execution_id,
                 node_id=event.data.node_id,
                 context=event.data.context,
+                settings=self.settings,
+                resources=self.resources,
             ),
             input=event.data.input,
             timeout=self._timeout_for(spec, event),
@@ -495,7 +536,7 @@ class Worker:
             self._wake.set()
 
     async def _settle(self, batch: list[Settlement]) -> None:
-        backoff = Backoff()
+        backoff = reconnect_backoff()
         while True:
             try:
                 if self.recorder is not None:
@@ -546,7 +587,11 @@ class Worker:
             settler.cancel()
             await asyncio.gather(settler, return_exceptions=True)
         try:
-            await self.transport.close()
+            # Closing gets what is left of the shutdown deadline (at least a moment to release
+            # connections): the whole stop never waits much longer than FLEET_SHUTDOWN_TIMEOUT.
+            await asyncio.wait_for(self.transport.close(), max(1.0, deadline - loop.time()))
+        except TimeoutError:
+            log.warning("transport close cut short at the shutdown deadline")
         except Exception as exc:
             log.warning("transport close failed", error=str(exc))
         for hook in SHUTDOWN_HOOKS:
@@ -555,8 +600,8 @@ class Worker:
             except Exception as exc:
                 name = getattr(hook, "__qualname__", repr(hook))
                 log.warning("shutdown hook failed", hook=name, error=str(exc))
-        self.state = WorkerState.STOPPED
-        log.info("worker stopped", worker=self.name, drained=in_flight)
+        if in_flight:
+            log.info("drained", worker=self.name, drained=in_flight)
 
 
 async def run_until_signalled(worker: Worker) -> None:

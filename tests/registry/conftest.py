@@ -20,7 +20,10 @@ import asyncpg
 import pytest
 
 from shared.registry.database import create_pool
+from shared.registry.extension import RegistryExtension
 from shared.registry.migrator import migrate
+from shared.registry.runtime import RegistryRuntime
+from shared.runtime.worker import Worker
 from shared.settings import Settings
 
 
@@ -115,3 +118,8 @@ async def publish(
 async def execution_row(pool: Any, execution_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow("SELECT * FROM function_executions WHERE id = $1", execution_id)
     return dict(row) if row is not None else None
+
+
+def registry_of(worker: Worker) -> RegistryRuntime:
+    """The registry side of a worker built with a database (its RegistryExtension's runtime)."""
+    return worker.extension(RegistryExtension).runtime

@@ -19,7 +19,7 @@ from shared.executions.writer import BatchWriter
 from shared.registry.database import create_pool
 from shared.settings import Settings
 from tests.conftest import read_results, running
-from tests.registry.conftest import publish
+from tests.registry.conftest import publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 from tests.registry.test_history_writer import finish_record, new_id
 
@@ -130,4 +130,4 @@ async def test_a_worker_keeps_every_row_through_a_refusal(
         results = await read_results(redis, settings.results_topic, len(ids), timeout=60)
         assert len(results) == len(ids)
         assert await wait_for_rows(migrated_url, ids) == len(ids)
-        assert worker.registry.writer.rejected_rows == 0
+        assert registry_of(worker).writer.rejected_rows == 0

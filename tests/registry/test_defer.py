@@ -20,7 +20,7 @@ from shared.transports import dapr_http
 from shared.transports.base import Delivery, Outcome, Settlement
 from shared.transports.dapr_http import DaprTransport
 from tests.conftest import running
-from tests.registry.conftest import execution_row, publish
+from tests.registry.conftest import execution_row, publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 
 # A bound the deferred duplicate would blow through if its deferrals counted as deliveries.
@@ -72,8 +72,7 @@ async def effects(redis: Redis, key: str) -> tuple[int, int]:
 
 
 def claims_of(worker: Worker) -> Any:
-    assert worker.registry is not None
-    return worker.registry.claims
+    return registry_of(worker).claims
 
 
 async def check_settled(

@@ -20,7 +20,7 @@ from shared.assemble import create_worker
 from shared.executions.claims import execution_key
 from shared.settings import Settings
 from tests.conftest import read_results, running
-from tests.registry.conftest import execution_row, publish
+from tests.registry.conftest import execution_row, publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ async def test_three_concurrent_deliveries_have_one_effect(
     assert row["attempt"] == 1
     await check_claim_store(redis, settings_a, execution_id, data[0])
     # The duplicates were told to come back later or answered from the store, never run.
-    middleware = worker_a.registry.claims, worker_b.registry.claims
+    middleware = registry_of(worker_a).claims, registry_of(worker_b).claims
     assert sum(c.answered for c in middleware) == 2
 
 

@@ -15,6 +15,7 @@ from shared.executions.retention import prune
 from shared.registry.migrator import available_migrations, migrate
 from shared.settings import Settings
 from tests.conftest import read_results, running
+from tests.registry.conftest import registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 
 
@@ -58,7 +59,7 @@ async def test_history_writes_are_batched(
     await pipe.execute()
     worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
     async with running(worker):
-        writer = worker.registry.writer
+        writer = registry_of(worker).writer
         results = await read_results(redis, settings.results_topic, count, timeout=60)
     # Read after the worker stopped: with Redis claims the rows are written after the results.
     flushes, ops = writer.flushes, writer.ops_flushed

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from shared.assemble import create_worker
 from shared.settings import Settings
 from tests.conftest import read_results, running
-from tests.registry.conftest import execution_row, publish
+from tests.registry.conftest import execution_row, publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 from tests.registry.proxy import PgProxy
 
@@ -53,11 +53,11 @@ async def test_worker_serves_through_an_outage_and_catches_up(
         # With claims in Redis the results do not wait for the history writes: the writer
         # finds the database gone when it flushes them.
         for _ in range(300):
-            if worker.registry.writer.down:
+            if registry_of(worker).writer.down:
                 break
             await asyncio.sleep(0.05)
-        assert worker.registry.writer.down
-        assert worker.registry.writer.pending >= 3
+        assert registry_of(worker).writer.down
+        assert registry_of(worker).writer.pending >= 3
         for execution_id in during:
             assert await execution_row(pool, execution_id) is None
 
@@ -66,9 +66,9 @@ async def test_worker_serves_through_an_outage_and_catches_up(
             row = await wait_for_row(pool, execution_id)
             assert row is not None
             assert row["status"] == "completed"
-        assert not worker.registry.writer.down
+        assert not registry_of(worker).writer.down
         # The LISTEN connection died with the outage and came back (dropping the cache).
-        listener = worker.registry.listener
+        listener = registry_of(worker).listener
         for _ in range(300):
             if listener.reconnects >= 1 and listener.listening.is_set():
                 break

@@ -23,7 +23,7 @@ from shared.registry.resolver import NotifyListener, RegistryResolver
 from shared.registry.sync import sync_builtins
 from shared.settings import Settings
 from tests.conftest import read_results, running
-from tests.registry.conftest import execution_row, publish
+from tests.registry.conftest import execution_row, publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -382,12 +382,12 @@ async def test_enable_and_disable_reach_a_running_worker(
     settings = registry_settings(registry_cache_ttl=3600)
     worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
     async with running(worker):
-        await asyncio.wait_for(worker.registry.listener.listening.wait(), 30)
+        await asyncio.wait_for(registry_of(worker).listener.listening.wait(), 30)
         await publish(redis, settings, "system/echo", {"n": 1})
         assert len(await read_results(redis, settings.results_topic, 1)) == 1
         await FunctionRepository(pool).set_enabled("system/echo", False)
         for _ in range(200):
-            if worker.registry.resolver.cached("system/echo") is None:
+            if registry_of(worker).resolver.cached("system/echo") is None:
                 break
             await asyncio.sleep(0.05)
         await publish(redis, settings, "system/echo", {"n": 2})
@@ -426,18 +426,18 @@ async def test_a_registration_reaches_a_running_worker_that_cached_its_absence(
     settings = registry_settings(registry_cache_ttl=3600)
     worker = create_worker("ai", settings, table=TEST_FUNCTIONS)
     async with running(worker):
-        await asyncio.wait_for(worker.registry.listener.listening.wait(), 30)
+        await asyncio.wait_for(registry_of(worker).listener.listening.wait(), 30)
         await publish(redis, settings, "acme/late", {})
         first = await read_results(redis, settings.results_topic, 1)
         assert first[0]["data"]["error"]["code"] == "unknown_function"
-        assert worker.registry.resolver.is_cached("acme/late")  # its absence, for an hour
+        assert registry_of(worker).resolver.is_cached("acme/late")  # its absence, for an hour
         await FunctionRepository(pool).register(
             FunctionDefinition(
                 slug="acme/late", domain="ai", execution_type="http", webhook_url="https://h.example/"
             )
         )
         for _ in range(200):
-            if not worker.registry.resolver.is_cached("acme/late"):
+            if not registry_of(worker).resolver.is_cached("acme/late"):
                 break
             await asyncio.sleep(0.05)
         await publish(redis, settings, "acme/late", {})

@@ -14,7 +14,7 @@ from shared.assemble import create_worker
 from shared.executions.claims import RedisClaimStore, execution_key
 from shared.settings import Settings
 from tests.conftest import read_results, running
-from tests.registry.conftest import publish
+from tests.registry.conftest import publish, registry_of
 from tests.registry.fixtures_functions import TEST_FUNCTIONS
 
 
@@ -46,7 +46,7 @@ async def test_results_are_stored_in_the_settle_transaction(
         assert stored[:1] == b"r"
         assert orjson.loads(stored[1:]) == by_id[execution_id]
     assert results[20]["data"] == by_id[ids[0]]
-    assert worker.registry.claims.answered == 1  # type: ignore[attr-defined]
+    assert registry_of(worker).claims.answered == 1  # type: ignore[attr-defined]
 
 
 class RecordingPipe:
@@ -61,7 +61,7 @@ async def test_a_failed_settle_offers_the_same_results_again(
     registry_settings: Callable[..., Settings], redis: Redis
 ) -> None:
     worker = create_worker("ai", registry_settings(), table=TEST_FUNCTIONS)
-    backend = worker.registry.backend  # type: ignore[attr-defined]
+    backend = registry_of(worker).backend  # type: ignore[attr-defined]
     backend._unstored.extend([("a", "t1", '{"status":"completed"}'), ("b", None, '{"status":"failed"}')])
     pipe = RecordingPipe()
     staged = backend.stage(pipe)
@@ -77,7 +77,7 @@ async def test_a_failed_settle_offers_the_same_results_again(
     again[1]([[1, 0]])  # ran: "b" kept what was stored before
     assert backend._unstored == []
     assert backend.stage(RecordingPipe()) is None  # nothing left to add
-    await worker.registry._redis.aclose()  # type: ignore[attr-defined]
+    await registry_of(worker)._redis.aclose()  # type: ignore[attr-defined]
     await worker.transport.close()
 
 
