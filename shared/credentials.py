@@ -10,8 +10,10 @@ Resolution order for each key a function declares (``FunctionSpec.credentials``)
 
 A key found nowhere fails the execution with ``credentials_missing`` naming the key (never a
 value). Every value resolved is remembered by :data:`SECRETS`, whose :meth:`~SecretRegistry.scrub`
-the structlog processor and the result encoder apply, so a value that leaks into a log line,
-an error message or an output is replaced by ``***``.
+the log renderers (``shared/logging.py``, on the finished line) and the result encoder apply,
+so a value that leaks into a log line, an error message or an output is replaced by ``***``.
+Excerpts of third-party answers are cut with :func:`scrub_then_truncate`: scrubbed whole first,
+so a secret straddling the cut cannot leave its first characters behind.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +46,7 @@ __all__ = [
     "SecretRegistry",
     "SecretSource",
     "scrub_log_event",
+    "scrub_then_truncate",
 ]
 
 MASK = "***"
@@ -51,35 +54,49 @@ MASK = "***"
 MIN_SCRUB_LENGTH = 4
 
 
+def _spellings(value: str) -> set[str]:
+    """How ``value`` can appear in what this process writes: raw, JSON-escaped (orjson for
+    results, the stdlib's ASCII escapes for JSON log lines) and inside a ``repr`` (console log
+    values, exception reprs in tracebacks). For a plain token these are all the same string."""
+    return {value, orjson.dumps(value).decode()[1:-1], json.dumps(value)[1:-1], repr(value)[1:-1]}
+
+
 class SecretRegistry:
     """The set of secret values this process has handed to functions."""
 
     def __init__(self) -> None:
         self._values: set[str] = set()
-        self._needles: list[tuple[bytes, bytes]] = []
+        # Every spelling of every value, longest first, so a secret containing another is masked
+        # whole. Replaced (never mutated) by add(): a scrub in progress keeps the list it started.
+        self._forms: list[str] = []
+        self._needles: list[bytes] = []
 
     def add(self, value: str) -> None:
         if len(value) < MIN_SCRUB_LENGTH or value in self._values:
             return
         self._values.add(value)
-        # A value appears in JSON either raw or escaped; scrub both spellings.
-        escaped = orjson.dumps(value)[1:-1]
-        forms = {value.encode(), escaped}
-        self._needles.extend((form, MASK.encode()) for form in forms)
-        # Longest first, so a secret containing another is masked whole.
-        self._needles.sort(key=lambda pair: -len(pair[0]))
+        self._forms = sorted({*self._forms, *_spellings(value)}, key=len, reverse=True)
+        self._needles = [form.encode() for form in self._forms]
+
+    def including(self, values: Iterable[str]) -> SecretRegistry:
+        """A copy that also knows ``values`` (a call's own credentials, registered or not)."""
+        copy = SecretRegistry()
+        for value in (*self._values, *values):
+            copy.add(value)
+        return copy
 
     def __bool__(self) -> bool:
         return bool(self._values)
 
     def scrub(self, text: str) -> str:
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, MASK)
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
         return text
 
     def scrub_bytes(self, data: bytes) -> bytes:
-        for needle, mask in self._needles:
+        mask = MASK.encode()
+        for needle in self._needles:
             if needle in data:
                 data = data.replace(needle, mask)
         return data
@@ -104,6 +121,20 @@ def scrub_log_event(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, An
     if not SECRETS:
         return event_dict
     return {k: SECRETS.scrub_value(v) for k, v in event_dict.items()}
+
+
+def scrub_then_truncate(text: str, limit: int, *, secrets: Iterable[str] = (), ellipsis: str = "") -> str:
+    """``text`` with every secret of :data:`SECRETS` and of ``secrets`` masked, then cut to its
+    first ``limit`` characters (``ellipsis`` appended when something was cut).
+
+    The order is the point: cutting first can leave the head of a secret that straddles the cut,
+    which no scrub afterwards recognises.
+    """
+    extra = tuple(s for s in secrets if s)
+    registry = SECRETS.including(extra) if extra else SECRETS
+    if registry:
+        text = registry.scrub(text)
+    return text if len(text) <= limit else text[:limit] + ellipsis
 
 
 class SecretSource(Protocol):

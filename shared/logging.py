@@ -3,6 +3,11 @@
 JSON lines for machines (``FLEET_LOG_FORMAT=json``, the default when stderr is not a TTY),
 coloured key-value lines for people. Per-message context (execution id, function) is passed as
 keyword arguments at the call site rather than bound into a fresh logger per message.
+
+Secrets are masked in the finished line, not in the event: an exception's message reaches the
+output only inside its formatted traceback (and a value inside a ``repr``), which a scrub of
+the event's values never sees. Library records (stdlib ``logging``, e.g. asyncio's "Task
+exception was never retrieved" with its traceback) are masked the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +18,31 @@ from typing import Any
 
 import structlog
 
-from shared.credentials import scrub_log_event
+from shared.credentials import SECRETS
 from shared.settings import Settings
 
 __all__ = ["configure_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _Scrubbed:
+    """The renderer, with every known secret masked in the line it returns."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        line: str = self._renderer(logger, method_name, event_dict)
+        return SECRETS.scrub(line) if SECRETS else line
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """A stdlib formatter whose output (message and traceback) has every known secret masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        return SECRETS.scrub(line) if SECRETS else line
 
 
 def configure_logging(settings: Settings, *, extra_processors: list[Any] | None = None) -> None:
@@ -30,16 +54,17 @@ def configure_logging(settings: Settings, *, extra_processors: list[Any] | None 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         *(extra_processors or []),
-        scrub_log_event,
     ]
     if use_json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors += [structlog.processors.format_exc_info, _Scrubbed(structlog.processors.JSONRenderer())]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        processors.append(_Scrubbed(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter("%(name)s: %(message)s"))
+    logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler])

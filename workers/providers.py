@@ -34,7 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract import ErrorCode
-from shared.credentials import SECRETS
+from shared.credentials import scrub_then_truncate
 from shared.errors import ExecutionFailed
 from shared.functions import on_shutdown
 
@@ -206,12 +206,6 @@ async def close_providers() -> None:
 
 
 # ---------------------------------------------------------------------------------- errors
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for value in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return SECRETS.scrub(text) if SECRETS else text
-
-
 def _message_from(body: Any) -> str | None:
     """The human message inside a provider's error body, if it has a usual shape."""
     if isinstance(body, dict):
@@ -252,18 +246,16 @@ def provider_failure(
             message = None
     summary = f"{provider} answered {status}" if status is not None else f"{provider} request failed"
     if message:
-        summary = f"{summary}: {message[:_MESSAGE_CHARS]}"
+        summary = f"{summary}: {scrub_then_truncate(message, _MESSAGE_CHARS, secrets=secrets)}"
     details: dict[str, Any] = {
         "provider": provider,
         "status": status,
-        "body": _scrub(text[:BODY_EXCERPT_CHARS], secrets),
+        "body": scrub_then_truncate(text, BODY_EXCERPT_CHARS, secrets=secrets),
     }
     details.update(extra or {})
     if retryable is None:
         retryable = status is not None and (status == 429 or status >= 500)
-    return ExecutionFailed(
-        _scrub(summary, secrets), code=ErrorCode.PROVIDER_ERROR, retryable=retryable, details=details
-    )
+    return ExecutionFailed(summary, code=ErrorCode.PROVIDER_ERROR, retryable=retryable, details=details)
 
 
 def unexpected_response(provider: str, response: httpx.Response | None, what: str) -> ExecutionFailed:

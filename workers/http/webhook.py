@@ -28,7 +28,8 @@ The request (policy prose: ``docs/http.md``):
 
 Result: a 2xx response gives ``{status, headers, body}`` (body decoded as in
 ``system/http-request``); any other status fails ``function_failed`` with details
-``{status, body}`` (body excerpt), retryable for 408, 425, 429 and 5xx.
+``{status, body}`` (body excerpt, secrets masked before the cut), retryable for 408, 425, 429
+and 5xx.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import orjson
 from pydantic import BaseModel
 
 from shared.contract import ErrorCode
+from shared.credentials import scrub_then_truncate
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.registry.models import FunctionRecord
@@ -60,7 +62,7 @@ DEFAULT_WEBHOOK_TIMEOUT = 30.0
 _CREDENTIAL = re.compile(r"\{\{\s*credentials\.([A-Za-z0-9_.:\-]+)\s*\}\}")
 _ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
-_EXCERPT_BYTES = 2048
+_EXCERPT_LIMIT = 2048
 
 
 def webhook_credential_keys(headers: Mapping[str, str] | None) -> tuple[str, ...]:
@@ -123,10 +125,14 @@ def _query_from(input: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _excerpt(response: client.HttpResponse) -> Any:
-    if len(response.body) <= _EXCERPT_BYTES:
+def _excerpt(response: client.HttpResponse, credentials: Mapping[str, str]) -> Any:
+    """The error body for ``details``: decoded whole up to :data:`_EXCERPT_LIMIT` bytes (the
+    result encoder scrubs it), else its text cut to that many characters after masking every
+    secret, so a credential the server echoes across the cut leaves no prefix behind."""
+    if len(response.body) <= _EXCERPT_LIMIT:
         return response.decoded()
-    return response.body[:_EXCERPT_BYTES].decode("utf-8", errors="replace") + "…"
+    text = response.body.decode("utf-8", errors="replace")
+    return scrub_then_truncate(text, _EXCERPT_LIMIT, secrets=credentials.values(), ellipsis="…")
 
 
 async def run_webhook(
@@ -195,7 +201,7 @@ async def run_webhook(
             f"webhook answered {response.status}",
             code=ErrorCode.FUNCTION_FAILED,
             retryable=response.status >= 500 or response.status in _RETRYABLE_STATUSES,
-            details={"status": response.status, "body": _excerpt(response)},
+            details={"status": response.status, "body": _excerpt(response, ctx.credentials)},
         )
     return response.as_result()
 
