@@ -208,8 +208,9 @@ class Settings(BaseSettings):
     lease_margin_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="An execution claim lasts the function's timeout plus this margin; a claim whose worker "
-        "died is taken over after it expires.",
+        description="A claim in PostgreSQL lasts the function's timeout plus this margin; a claim in Redis "
+        "is a lease of 2/3 FLEET_PROCESSING_TIMEOUT renewed while its worker lives, at most that long. "
+        "A claim whose worker died is taken over once it expires.",
     )
     extra_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -13,6 +13,18 @@ the operations a worker issues in one event-loop turn are coalesced into **one s
 (one round trip, however many deliveries): claims when a batch of deliveries starts, stored
 results when it finishes.
 
+**Leases are short and renewed.** Given the broker's redelivery time (``processing_timeout``,
+``FLEET_PROCESSING_TIMEOUT``), a claim is taken for :data:`LEASE_SHARE` of it and renewed by a
+loop this store owns, every :data:`RENEW_SHARE` of it, for every claim the process holds (one
+script call, only the claims whose token is still the key's). So a live execution keeps its
+claim however long it runs (even if two renewals in a row fail), while a dead holder's
+claim lapses within two thirds of the processing timeout: before the broker hands its request
+to another worker (a stream heartbeat is at most a third of it late), which then takes it over
+at once instead of deferring it. The loop is the store's, not the transport's, so Redis
+Streams and Dapr behave the same. Renewal stops when the result is stored, the claim released
+or taken by someone else, or once the claim has lived as long as the caller asked (the
+function's timeout plus the lease margin: a claim nothing ends is not kept forever).
+
 Why Redis and not the history table: a claim must be answered before the function runs and a
 result stored before it is published, so both sit on the hot path of every message. In Redis
 they cost a fraction of a round trip per batch and no disk write; PostgreSQL keeps the history,
@@ -24,23 +36,31 @@ Redis Cluster slot spreading; the request streams are on one node too).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
+import structlog
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from shared.errors import TransportError
 
-__all__ = ["ClaimResult", "RedisClaimStore", "execution_key"]
+__all__ = ["LEASE_SHARE", "RENEW_SHARE", "ClaimResult", "RedisClaimStore", "execution_key"]
+
+log = structlog.get_logger("fleet.claims")
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: Keys per script call: bounds one call's time on the server (scripts block Redis).
 CHUNK = 256
+#: A claim's lease, as a share of the broker's redelivery time (the processing timeout).
+LEASE_SHARE = 2 / 3
+#: How often held claims are renewed, as a share of the processing timeout.
+RENEW_SHARE = 1 / 6
 
 
 def execution_key(group_prefix: str, execution_id: str) -> str:
@@ -144,6 +164,34 @@ while pos <= #blob do
   end
 end
 return n
+"""
+)
+
+# ARGV: items (id, token), prefix, lease ms, window ms, owner. Extends this owner's claims whose
+# token is still the key's (an expired one too: nobody took it over, so nobody else ran it).
+# Reply per item: 1 renewed; 0 not ours any more (stored, released or taken over).
+_RENEW = (
+    _PRELUDE
+    + """
+local lease, window, owner = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local ttl = window
+if lease + 1000 > ttl then ttl = lease + 1000 end
+local out = {}
+while pos <= #blob do
+  local key, token = prefix .. field(), field()
+  local cur = redis.call('GET', key)
+  local renewed = 0
+  if cur and string.sub(cur, 1, 1) == 'c' then
+    local expires, attempt, held, holder = parse(cur)
+    if held == token and holder == owner and expires > 0 then
+      local claim = 'c' .. (now + lease) .. '|' .. attempt .. '|' .. token .. '|' .. owner
+      redis.call('SET', key, claim, 'PX', ttl)
+      renewed = 1
+    end
+  end
+  out[#out + 1] = renewed
+end
+return out
 """
 )
 
@@ -270,9 +318,20 @@ class RedisClaimStore:
         owner: this process's lease-holder name (``<group>/<consumer>/<process token>``).
         group_prefix: namespaces the keys (``FLEET_GROUP_PREFIX``).
         window: seconds a claim or stored result is kept (``FLEET_IDEMPOTENCY_WINDOW``).
+        processing_timeout: seconds after which the broker redelivers a request whose worker
+            went silent (``FLEET_PROCESSING_TIMEOUT``): claims are then short and renewed (module
+            docstring). ``None``: each claim lasts the whole lease its caller asks for.
     """
 
-    def __init__(self, redis: Redis, *, owner: str, group_prefix: str, window: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        owner: str,
+        group_prefix: str,
+        window: float,
+        processing_timeout: float | None = None,
+    ) -> None:
         self._redis = redis
         self.owner = owner
         self._prefix = f"{group_prefix}execution:"
@@ -280,16 +339,39 @@ class RedisClaimStore:
         self._claim_script = redis.register_script(_CLAIM)
         self._release_script = redis.register_script(_RELEASE)
         self._store_script = redis.register_script(_STORE)
+        self._renew_script = redis.register_script(_RENEW)
         self._claims: _Coalescer[tuple[str, str, float, int], bytes] = _Coalescer(self._claim_many)
         self._releases: _Coalescer[tuple[str, str], int] = _Coalescer(self._release_many)
+        #: the renewed lease and the renewal period (seconds); None: leases are not renewed.
+        self.lease: float | None = None
+        self.renew_every = 0.0
+        if processing_timeout is not None:
+            self.lease = processing_timeout * LEASE_SHARE
+            self.renew_every = processing_timeout * RENEW_SHARE
+        #: claims this process renews: execution id -> (token, renewed until this loop time).
+        self._held: dict[str, tuple[str, float]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._renew_failing = False
+
+    @property
+    def held(self) -> int:
+        """How many claims this process is renewing."""
+        return len(self._held)
 
     # ------------------------------------------------------------------ operations
     async def claim(self, execution_id: str, token: str, lease_seconds: float, attempt: int) -> ClaimResult:
-        """Claim ``execution_id`` for ``lease_seconds`` (see :class:`ClaimResult`). Raises
-        :class:`~shared.errors.TransportError` when Redis cannot be reached."""
-        reply = await self._claims.submit((execution_id, token, lease_seconds, attempt))
+        """Claim ``execution_id`` for at most ``lease_seconds`` (see :class:`ClaimResult`): with
+        renewal, for the short lease, renewed while the process lives until ``lease_seconds``
+        have passed. Raises :class:`~shared.errors.TransportError` when Redis cannot be reached."""
+        lease = lease_seconds if self.lease is None else min(lease_seconds, self.lease)
+        reply = await self._claims.submit((execution_id, token, lease, attempt))
         kind = reply[:1]
         if kind == b"w":
+            if lease < lease_seconds:
+                loop = asyncio.get_running_loop()
+                self._held[execution_id] = (token, loop.time() + lease_seconds - lease)
+                if self._renewer is None or self._renewer.done():
+                    self._renewer = loop.create_task(self._renew_loop(), name="fleet-claim-renewal")
             return ClaimResult(
                 won=True, status="running", taken_over=reply[1:2] == b"1", attempt=int(reply[2:])
             )
@@ -302,7 +384,17 @@ class RedisClaimStore:
     def release(self, execution_id: str, token: str) -> None:
         """Give the claim back (the function asked for a retry): the next delivery runs at
         once instead of waiting for the lease. Not awaited: a lost release only delays it."""
+        self.forget([(execution_id, token)])
         self._releases.submit((execution_id, token))
+
+    def forget(self, items: Iterable[Sequence[Any]]) -> None:
+        """Stop renewing the claims of ``(execution id, token, ...)`` items: their results are
+        stored (or the claims given back). A claim under another token is left alone."""
+        held = self._held
+        for item in items:
+            entry = held.get(item[0])
+            if entry is not None and entry[0] == item[1]:
+                del held[item[0]]
 
     async def store(self, execution_id: str, token: str | None, result_json: str) -> bool:
         """Store the final result data (JSON text) of ``execution_id``; False when another
@@ -316,12 +408,58 @@ class RedisClaimStore:
         stored: list[bool] = []
         for start in range(0, len(items), CHUNK):
             stored.extend(bool(r) for r in await self._store_many(list(items[start : start + CHUNK])))
+        self.forget(items)
         return stored
 
+    async def renew(self) -> int:
+        """Renew every claim this process holds (one script call per :data:`CHUNK`); returns how
+        many were renewed. Claims past the time their caller asked for, and claims no longer
+        ours, are dropped. Raises :class:`~shared.errors.TransportError` when Redis cannot be
+        reached (the claims stay held: the next pass tries again)."""
+        if self.lease is None or not self._held:
+            return 0
+        now = asyncio.get_running_loop().time()
+        items: list[tuple[str, str]] = []
+        for execution_id, (token, until) in list(self._held.items()):
+            if now >= until:
+                del self._held[execution_id]
+            else:
+                items.append((execution_id, token))
+        lease_ms = int(self.lease * 1000)
+        renewed = 0
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            replies = await self._call(
+                self._renew_script, _fields(chunk), lease_ms, self._window_ms, self.owner
+            )
+            renewed += sum(1 for r in replies if r)
+            self.forget(item for item, r in zip(chunk, replies, strict=True) if not r)
+        return renewed
+
+    async def _renew_loop(self) -> None:
+        # Ends when nothing is held; the next won claim starts it again.
+        while self._held:
+            await asyncio.sleep(self.renew_every)
+            try:
+                await self.renew()
+            except Exception as exc:
+                if not self._renew_failing:
+                    log.warning("cannot renew execution claims; will try again", error=str(exc))
+                self._renew_failing = True
+            else:
+                self._renew_failing = False
+
     async def close(self) -> None:
-        """Let pending claims and releases reach Redis."""
+        """Let pending claims and releases reach Redis; stop renewing (the claims held lapse
+        within the lease, as a dead process's do)."""
         for coalescer in (self._claims, self._releases):
             await coalescer.drain()
+        self._held.clear()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
 
     # ------------------------------------------------------------------ script calls
     async def _claim_many(self, items: list[tuple[str, str, float, int]]) -> list[bytes]:

@@ -16,6 +16,12 @@ Where claims live is a :class:`Claims` backend: :class:`RedisClaims` (claims and
 results in Redis, history written to PostgreSQL off the hot path — the default whenever the
 worker has a Redis URL) or :class:`DatabaseClaims` (everything in PostgreSQL through the
 batch writer, for workers that only reach a Dapr sidecar).
+
+Leases: the middleware asks for the call's timeout + the lease margin, the longest a claim may
+be held. Redis claims take a short lease instead and renew it while the process lives (see
+``shared.executions.claims``), so a dead worker's claim lapses within two thirds of
+``FLEET_PROCESSING_TIMEOUT``; database claims hold the whole lease (not renewed): a dead
+worker's execution waits for it to expire.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ class Claims(Protocol):
     claim_stores_input: bool
 
     async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
-        """Claim ``call``'s execution. Raises DatabaseUnavailable to run it unclaimed."""
+        """Claim ``call``'s execution for at most ``lease_seconds`` (a backend may hold a
+        shorter lease it renews). Raises DatabaseUnavailable to run it unclaimed."""
         ...
 
     def started(self, call: Call, token: str) -> None:
@@ -117,9 +124,10 @@ class DatabaseClaims:
 
 
 class RedisClaims:
-    """Claims and stored results in Redis (:class:`~shared.executions.claims.RedisClaimStore`);
-    the history rows go to PostgreSQL through the batch writer without holding up the result,
-    unless ``sync`` (``FLEET_HISTORY_SYNC``): then each result waits for its row."""
+    """Claims and stored results in Redis (:class:`~shared.executions.claims.RedisClaimStore`,
+    which renews the claims it holds until their results are stored); the history rows go to
+    PostgreSQL through the batch writer without holding up the result, unless ``sync``
+    (``FLEET_HISTORY_SYNC``): then each result waits for its row."""
 
     claim_stores_input = False
 
@@ -186,6 +194,7 @@ class RedisClaims:
             if replies is None:
                 self._unstored[:0] = items  # the settle failed: offered again, in order
                 return
+            self._store.forget(items)
             self._log_not_stored(items, [bool(r) for r in replies[0]])
 
         return 1, done
@@ -217,7 +226,7 @@ class ClaimMiddleware:
 
     Parameters:
         claims: where claims live (:class:`RedisClaims` or :class:`DatabaseClaims`).
-        lease_margin: seconds added to the call's timeout to make the lease.
+        lease_margin: seconds added to the call's timeout: the longest a claim is held.
     """
 
     def __init__(self, claims: Claims, *, lease_margin: float = 30.0) -> None:

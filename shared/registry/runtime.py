@@ -73,6 +73,7 @@ class RegistryRuntime:
                 owner=self.owner,
                 group_prefix=settings.group_prefix,
                 window=settings.idempotency_window,
+                processing_timeout=settings.processing_timeout,
             )
             backend = RedisClaims(store, self.writer, sync=settings.history_sync)
             self._claim_store = store

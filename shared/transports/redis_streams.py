@@ -333,6 +333,7 @@ class RedisStreamsTransport:
 
     async def _maintenance_loop(self) -> None:
         period = self._maintenance_period()
+        failing = False
         while not self._closing:
             await asyncio.sleep(period)
             try:
@@ -340,7 +341,12 @@ class RedisStreamsTransport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream maintenance failed; will try again", topic=self.topic, error=str(exc))
+                # Once per outage: the consume loop reports the outage too, and this runs often.
+                if not failing:
+                    log.warning("stream maintenance failed; will try again", topic=self.topic, error=str(exc))
+                failing = True
+            else:
+                failing = False
 
     async def maintain(self) -> None:
         """One pass: heartbeat in-flight entries, reclaim idle ones, trim when due."""
