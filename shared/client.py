@@ -23,7 +23,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from shared.backoff import Backoff
+from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS, get_domain
 from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
@@ -227,7 +227,7 @@ class FleetClient:
     async def _read_results(self) -> None:
         topic = self.settings.results_topic
         position = self._position or "0-0"
-        backoff = Backoff()
+        backoff = Backoff(*REDIS_RECONNECT)
         while self._waiters and not self._closing:
             try:
                 response: Any = await self._redis.xread(

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 
-from shared.backoff import Backoff
+from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ErrorCode
-from shared.credentials import SECRETS
+from shared.credentials import SECRETS, scrub_then_truncate
 from shared.errors import (
     Defer,
     Drop,
@@ -79,8 +79,7 @@ INFRA_WARNING_INTERVAL = 10.0
 #: Backoff while the transport fails (broker or sidecar down): 0.05 s doubling to 0.5 s, ±50 %
 #: jitter. A broker that comes back is tried again within 0.75 s, yet never more than a few
 #: times a second (a refused connection costs next to nothing on either side).
-RECONNECT_INITIAL = 0.05
-RECONNECT_MAX = 0.5
+RECONNECT_INITIAL, RECONNECT_MAX = REDIS_RECONNECT
 #: Longest message text kept from an unexpected handler exception.
 MAX_ERROR_MESSAGE = 1000
 
@@ -96,6 +95,21 @@ class WorkerState(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+class _InProcess:
+    """One delivery on its way through :meth:`Worker._process`: what is known of it so far."""
+
+    __slots__ = ("call", "delivery", "event", "execution_id", "slug", "started", "started_at")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.started_at = utc_now_iso()
+        self.started = time.monotonic()
+        self.execution_id = ""
+        self.slug = ""
+        self.event: RequestEvent | None = None
+        self.call: Call | None = None
 
 
 class Worker:
@@ -332,94 +346,93 @@ class Worker:
 
     # ------------------------------------------------------------------ processing
     async def _process(self, delivery: Delivery) -> Settlement:
-        started_at = utc_now_iso()
-        started = time.monotonic()
+        """Decide the fate of one delivery: its result (completed or failed) and outcome."""
+        d = _InProcess(delivery)
         body = delivery.body
         if len(body) > self.settings.max_payload_bytes:
-            execution_id = peek_id(body)
+            limit = self.settings.max_payload_bytes
             too_large = PayloadTooLarge(
-                f"event is {len(body)} bytes; the limit is {self.settings.max_payload_bytes}",
-                details={"size": len(body), "limit": self.settings.max_payload_bytes},
+                f"event is {len(body)} bytes; the limit is {limit}",
+                details={"size": len(body), "limit": limit},
             )
-            if execution_id is None:
+            d.execution_id = peek_id(body) or ""
+            if not d.execution_id:  # nobody to answer: dead-letter it
                 return Settlement(delivery, Outcome.DROP, reason=f"{too_large.code}: {too_large.message}")
-            return await self._failed(delivery, execution_id, "", None, too_large, started_at, started, None)
+            return await self._failed(d, too_large)
         try:
-            event = decode_request(body)
+            event = d.event = decode_request(body)
         except UndecodableEvent as exc:
             log.warning("undecodable delivery dropped", message_id=delivery.message_id, error=exc.message)
             return Settlement(delivery, Outcome.DROP, reason=f"{ErrorCode.INVALID_EVENT}: {exc.message}")
         except InvalidEvent as exc:
-            execution_id = exc.execution_id or ""
-            return await self._failed(
-                delivery, execution_id, exc.slug or "", None, exc, started_at, started, None
-            )
-
+            d.execution_id, d.slug = exc.execution_id or "", exc.slug or ""
+            return await self._failed(d, exc)
+        d.execution_id, d.slug = event.id, event.function
         if delivery.delivery_count > self.settings.max_deliveries:
-            return await self._exhausted(delivery, event, delivery.last_error, started_at, started, None)
-
-        slug = event.function
+            return await self._exhausted(d, delivery.last_error)
         try:
-            spec = await self._resolve(slug)
+            spec = await self._resolve(d.slug)
         except ExecutionFailed as exc:
-            return await self._failed(delivery, event.id, slug, event, exc, started_at, started, None)
-
-        call = Call(
-            event=event,
-            spec=spec,
-            ctx=ExecutionContext(
-                execution_id=event.id,
-                function=slug,
-                attempt=delivery.delivery_count,
-                domain=self.domain,
-                workflow_execution_id=event.data.workflow_execution_id,
-                node_id=event.data.node_id,
-                context=event.data.context,
-                settings=self.settings,
-                resources=self.resources,
-            ),
-            input=event.data.input,
-            timeout=self._timeout_for(spec, event),
-            started_monotonic=started,
-            may_have_templates=b"{{" in body,
-        )
+            return await self._failed(d, exc)
+        call = d.call = self._call(d, event, spec)
         try:
             output = await self._chain(call)
         except Defer as signal_:
             return Settlement(delivery, Outcome.DEFER, reason=signal_.reason)
         except Retry as signal_:
             if delivery.delivery_count >= self.settings.max_deliveries:
-                return await self._exhausted(delivery, event, signal_.reason, started_at, started, call)
+                return await self._exhausted(d, signal_.reason)
             return Settlement(delivery, Outcome.RETRY, reason=signal_.reason)
         except Drop as signal_:
             dropped = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
-            settlement = await self._failed(
-                delivery, event.id, slug, event, dropped, started_at, started, call
-            )
-            settlement.outcome, settlement.reason = Outcome.DROP, signal_.reason
-            return settlement
+            return await self._failed(d, dropped, outcome=Outcome.DROP, reason=signal_.reason)
         except ExecutionFailed as exc:
-            return await self._failed(delivery, event.id, slug, event, exc, started_at, started, call)
+            return await self._failed(d, exc)
         except Exception as exc:  # a handler bug: a failed result, never a dead worker
-            message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
-            failure = ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR)
-            return await self._failed(delivery, event.id, slug, event, failure, started_at, started, call)
-
+            # Scrubbed before the cut: a secret straddling it would leave its head otherwise.
+            secrets = call.ctx.credentials.values()
+            message = scrub_then_truncate(f"{type(exc).__name__}: {exc}", MAX_ERROR_MESSAGE, secrets=secrets)
+            return await self._failed(d, ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR))
         if isinstance(output, Answer):
             await self._record(output.data, call, answered=True)
-            return Settlement(delivery, Outcome.ACK, result=self._encode(event, slug, output.data)[0])
-        data = self._result_data(event.id, slug, delivery, started_at, started, "completed")
+            return Settlement(delivery, Outcome.ACK, result=self._encode(d, output.data)[0])
+        return await self._completed(d, output)
+
+    def _call(self, d: _InProcess, event: RequestEvent, spec: FunctionSpec) -> Call:
+        request = event.data
+        return Call(
+            event=event,
+            spec=spec,
+            ctx=ExecutionContext(
+                execution_id=event.id,
+                function=d.slug,
+                attempt=d.delivery.delivery_count,
+                domain=self.domain,
+                workflow_execution_id=request.workflow_execution_id,
+                node_id=request.node_id,
+                context=request.context,
+                settings=self.settings,
+                resources=self.resources,
+            ),
+            input=request.input,
+            timeout=self._timeout_for(spec, event),
+            started_monotonic=d.started,
+            may_have_templates=b"{{" in d.delivery.body,
+        )
+
+    async def _completed(self, d: _InProcess, output: Any) -> Settlement:
+        data = self._result_data(d, "completed")
         data["output"] = output
-        warnings = call.state.get("warnings")
+        warnings = d.call.state.get("warnings") if d.call is not None else None
         if warnings:
             data["warnings"] = list(warnings)
         try:
-            result, data_json = self._encode(event, slug, data)
+            result, data_json = self._encode(d, data)
         except TypeError as exc:
             failure = ExecutionFailed(f"output is not JSON-serialisable: {exc}", code=ErrorCode.HANDLER_ERROR)
-            return await self._failed(delivery, event.id, slug, event, failure, started_at, started, call)
-        await self._record(data, call, answered=False, data_json=data_json)
-        return Settlement(delivery, Outcome.ACK, result=result)
+            return await self._failed(d, failure)
+        await self._record(data, d.call, answered=False, data_json=data_json)
+        return Settlement(d.delivery, Outcome.ACK, result=result)
 
     async def _record(
         self, data: dict[str, Any], call: Call | None, *, answered: bool, data_json: bytes | None = None
@@ -444,30 +457,29 @@ class Worker:
         requested = event.data.timeout_seconds
         return min(limit, requested) if requested else limit
 
-    def _result_data(
-        self, execution_id: str, slug: str, delivery: Delivery, started_at: str, started: float, status: str
-    ) -> dict[str, Any]:
+    def _result_data(self, d: _InProcess, status: str) -> dict[str, Any]:
         return {
-            "execution_id": execution_id,
-            "function": slug,
+            "execution_id": d.execution_id,
+            "function": d.slug,
             "status": status,
-            "attempt": delivery.delivery_count,
-            "started_at": started_at,
+            "attempt": d.delivery.delivery_count,
+            "started_at": d.started_at,
             "completed_at": utc_now_iso(),
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "duration_ms": round((time.monotonic() - d.started) * 1000, 3),
             "worker": self.name,
         }
 
-    def _encode(self, event: RequestEvent | None, slug: str, data: dict[str, Any]) -> tuple[bytes, bytes]:
+    def _encode(self, d: _InProcess, data: dict[str, Any]) -> tuple[bytes, bytes]:
         """``(result CloudEvent, its data as JSON)``: the data is encoded once, for the event
         and for the recorder (which stores exactly what is published)."""
         data_json = orjson.dumps(data)
         if SECRETS:
             # Secret values a function saw never leave in a result, whatever the function did.
             data_json = SECRETS.scrub_bytes(data_json)
+        event = d.event
         result = encode_result(
             request_id=data["execution_id"],
-            function=slug,
+            function=d.slug,
             domain=self.domain,
             data=data,
             data_json=data_json,
@@ -478,47 +490,33 @@ class Worker:
 
     async def _failed(
         self,
-        delivery: Delivery,
-        execution_id: str,
-        slug: str,
-        event: RequestEvent | None,
+        d: _InProcess,
         exc: ExecutionFailed,
-        started_at: str,
-        started: float,
-        call: Call | None,
+        *,
+        outcome: Outcome = Outcome.ACK,
+        reason: str | None = None,
     ) -> Settlement:
-        """The failed result for ``exc``, handed to the recorder before it is settled."""
-        data = self._result_data(execution_id, slug, delivery, started_at, started, "failed")
+        """The failed result for ``exc``, handed to the recorder before it is settled;
+        ``outcome`` DROP dead-letters the delivery as well (with ``reason``)."""
+        data = self._result_data(d, "failed")
         data["error"] = exc.to_error()
         try:
-            result, data_json = self._encode(event, slug, data)
+            result, data_json = self._encode(d, data)
         except TypeError:  # details that are not JSON: the failure still goes out, without them
             data["error"].pop("details", None)
-            result, data_json = self._encode(event, slug, data)
-        await self._record(data, call, answered=False, data_json=data_json)
-        return Settlement(delivery, Outcome.ACK, result=result, reason=str(exc.code))
+            result, data_json = self._encode(d, data)
+        await self._record(data, d.call, answered=False, data_json=data_json)
+        return Settlement(d.delivery, outcome, result=result, reason=reason or str(exc.code))
 
-    async def _exhausted(
-        self,
-        delivery: Delivery,
-        event: RequestEvent,
-        last_error: str | None,
-        started_at: str,
-        started: float,
-        call: Call | None,
-    ) -> Settlement:
-        deliveries = delivery.delivery_count
+    async def _exhausted(self, d: _InProcess, last_error: str | None) -> Settlement:
+        deliveries = d.delivery.delivery_count
         exc = ExecutionFailed(
             f"not answered after {deliveries} deliveries; moved to the dead-letter topic",
             code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
             details={"deliveries": deliveries, "last_error": last_error},
         )
-        settlement = await self._failed(
-            delivery, event.id, event.function, event, exc, started_at, started, call
-        )
-        settlement.outcome = Outcome.DROP
-        settlement.reason = f"{ErrorCode.MAX_DELIVERIES_EXCEEDED}: {last_error or 'unknown'}"
-        return settlement
+        reason = f"{ErrorCode.MAX_DELIVERIES_EXCEEDED}: {last_error or 'unknown'}"
+        return await self._failed(d, exc, outcome=Outcome.DROP, reason=reason)
 
     # ------------------------------------------------------------------ settling
     async def _settle_loop(self) -> None:

@@ -266,3 +266,32 @@ async def test_drop_dead_letters_at_once_and_answers_with_dropped(
     assert orjson.loads(dead[0][1][b"metadata"])["fleet.error"] == "never valid"
     summary = await redis.xpending(settings.topic_for("ai"), settings.group_for("ai"))
     assert summary["pending"] == 0
+
+
+async def test_a_handler_error_is_scrubbed_before_it_is_cut(
+    redis: Redis, make_settings: Callable[..., Settings], monkeypatch: Any
+) -> None:
+    """A secret straddling the 1,000-character cut of a ``handler_error`` message leaves no head
+    in the published result (scrub first, then cut)."""
+    from shared.assemble import create_worker
+    from shared.functions import ExecutionContext, FunctionTable, builtin
+    from tests.conftest import running
+
+    secret = "sk-straddle-" + "Q7w" * 10
+    monkeypatch.setenv("FLEET_SECRET_STRADDLE_KEY", secret)
+    table = FunctionTable()
+
+    @builtin("testing/straddle", domain=None, credentials=("STRADDLE_KEY",), table=table)
+    async def straddle(data: dict[str, Any], ctx: ExecutionContext) -> None:
+        prefix = "RuntimeError: "
+        raise RuntimeError("x" * (1000 - len(prefix) - 6) + ctx.credentials["STRADDLE_KEY"])
+
+    settings = make_settings()
+    await publish(redis, settings, "testing/straddle", {})
+    async with running(create_worker("ai", settings, resolver=table, table=table)):
+        results = await read_results(redis, settings.results_topic, 1, timeout=10)
+
+    error = results[0]["data"]["error"]
+    assert error["code"] == "handler_error"
+    assert secret[:4] not in error["message"]
+    assert error["message"].endswith("***")
