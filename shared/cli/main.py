@@ -28,8 +28,8 @@ COMMANDS: dict[str, str] = {
     "db": "shared.cli.db:db",
     "functions": "shared.cli.db:functions",
     "executions": "shared.cli.db:executions",
-    "new": "shared.cli.oci:new",
-    "build": "shared.cli.oci:build",
+    "new": "workers.oci.cli:new",
+    "build": "workers.oci.cli:build",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.functions import ExecutionContext
+from shared.resources import Resources
 from shared.settings import Settings
 from tests.fakes.kube import FakeKube, running_fake_kube
 
@@ -45,7 +46,11 @@ def kube_settings(fake_kube: FakeKube, oci_settings: Callable[..., Settings], tm
 
 
 def make_ctx(
-    execution_id: str = "exec-1", *, credentials: dict[str, str] | None = None, attempt: int = 1
+    execution_id: str = "exec-1",
+    *,
+    credentials: dict[str, str] | None = None,
+    attempt: int = 1,
+    resources: Resources | None = None,
 ) -> ExecutionContext:
     return ExecutionContext(
         execution_id=execution_id,
@@ -53,6 +58,7 @@ def make_ctx(
         attempt=attempt,
         domain="oci",
         credentials=credentials or {},
+        resources=resources if resources is not None else Resources(),
     )
 
 

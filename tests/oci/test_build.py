@@ -15,12 +15,12 @@ import yaml
 from click.testing import CliRunner
 
 from shared.cli.main import cli
-from shared.cli.oci import _register, _update_definition
 from shared.registry.repository import FunctionRepository
 from shared.settings import Settings
 from tests.fakes.kube import FakeKube, Scenario
 from tests.oci.schemas import validate
 from workers.oci.build import plan_build, run_build
+from workers.oci.cli import _register, _update_definition
 from workers.oci.scaffold import scaffold
 
 

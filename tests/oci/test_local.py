@@ -125,6 +125,35 @@ async def test_non_zero_exit_is_function_failed_with_a_scrubbed_tail(
     assert PLANTED not in json.dumps(error.to_error())
 
 
+async def test_the_calls_own_credentials_are_scrubbed_even_when_no_registry_knows_them(
+    tmp_path: Path, oci_settings: Any
+) -> None:
+    unregistered = "c4ll-only-cr3dential-0e1f"  # never added to SECRETS
+    script = "import os, sys\nprint('using', os.environ['API_TOKEN'], file=sys.stderr)\n"
+    script += (
+        "print('{\"error\": {\"message\": \"refused ' + os.environ['API_TOKEN'] + '\"}}')\nsys.exit(3)\n"
+    )
+    with pytest.raises(ExecutionFailed) as caught:
+        await run(oci_settings(), function(tmp_path, script), {}, credentials={"API_TOKEN": unregistered})
+    error = caught.value
+    assert error.code == "function_failed"
+    assert error.message == "acme/local failed: refused ***"
+    assert error.details["log_tail"] == ["using ***"]
+    assert unregistered not in json.dumps(error.to_error())
+
+
+async def test_a_closed_executor_runs_nothing_more(tmp_path: Path, oci_settings: Any) -> None:
+    executor = OciExecutor(oci_settings())
+    fn = function(tmp_path, "print('{\"ok\": 1}')", credentials=())
+    assert await executor.run(fn, {}, make_ctx("before")) == {"ok": 1}
+    await executor.close()
+    assert executor.closed
+    with pytest.raises(ExecutionFailed) as caught:
+        await executor.run(fn, {}, make_ctx("after"))
+    assert caught.value.code == "backend_unavailable"
+    assert caught.value.retryable is True
+
+
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path, oci_settings: Any) -> None:
     pid_file = tmp_path / "child.pid"
     script = (

@@ -9,12 +9,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.credentials import SecretRegistry
 from shared.errors import ExecutionFailed
 from shared.registry.models import FunctionRecord
 from tests.oci.conftest import make_ctx
 from tests.oci.schemas import validate
 from workers.oci.manifests import dns_label, job_manifest, job_name, label_value
-from workers.oci.protocol import OciFunction, Resources, RunOutcome, credential_env, interpret, parse_output
+from workers.oci.protocol import (
+    OciFunction,
+    Resources,
+    RunOutcome,
+    credential_env,
+    interpret,
+    parse_output,
+    run_secrets,
+)
+
+NO_SECRETS = SecretRegistry()
 
 LABEL = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -100,13 +111,13 @@ def test_credential_env_names() -> None:
     ],
 )
 def test_parse_output(stdout: str, expected: dict[str, Any]) -> None:
-    assert parse_output(stdout, "x/y") == expected
+    assert parse_output(stdout, "x/y", secrets=NO_SECRETS) == expected
 
 
 @pytest.mark.parametrize("stdout", ["", "\n\n", "plain", "[1]", '"s"', "1", '{"a": 1} trailing'])
 def test_parse_output_refuses(stdout: str) -> None:
     with pytest.raises(ExecutionFailed) as caught:
-        parse_output(stdout, "x/y")
+        parse_output(stdout, "x/y", secrets=NO_SECRETS)
     assert caught.value.code == "invalid_output"
 
 
@@ -118,6 +129,37 @@ def test_oom_killed_is_named() -> None:
         resources=Resources("1", "1", "1", "1"),
     )
     with pytest.raises(ExecutionFailed) as caught:
-        interpret(fn, RunOutcome(exit_code=137, stdout="", log="", reason="OOMKilled"), tail_lines=5)
+        interpret(
+            fn,
+            RunOutcome(exit_code=137, stdout="", log="", reason="OOMKilled"),
+            tail_lines=5,
+            secrets=NO_SECRETS,
+        )
     assert caught.value.message == "x/y exited with code 137 (OOMKilled)"
     assert caught.value.details == {"exit_code": 137, "log_tail": [], "reason": "OOMKilled"}
+
+
+def test_a_runs_text_is_scrubbed_of_the_calls_own_credentials_and_of_the_known_ones() -> None:
+    """The call's credential values are masked even when the registry of known secrets never saw
+    them (a value resolved by another worker's resolver, or registered after the run began)."""
+    own, known_value = "c4ll-own-t0ken-51de", "kn0wn-w0rker-v4lue-77"
+    known = SecretRegistry()
+    known.add(known_value)
+    secrets = run_secrets(make_ctx(credentials={"API_TOKEN": own}), known)
+    fn = OciFunction(slug="x/y", image_ref="i", timeout_seconds=1, resources=Resources("1", "1", "1", "1"))
+    failed = RunOutcome(
+        exit_code=1,
+        stdout=f'{{"error": {{"message": "refused {own}"}}}}',
+        log=f"using {own}\nand {known_value}\n",
+    )
+    with pytest.raises(ExecutionFailed) as caught:
+        interpret(fn, failed, tail_lines=5, secrets=secrets)
+    assert caught.value.message == "x/y failed: refused ***"
+    assert caught.value.details["log_tail"] == ["using ***", "and ***"]
+
+    with pytest.raises(ExecutionFailed) as invalid:
+        interpret(fn, RunOutcome(exit_code=0, stdout=f"token={own}", log=""), tail_lines=5, secrets=secrets)
+    assert invalid.value.code == "invalid_output"
+    assert invalid.value.details == {"last_line": "token=***"}
+    # The known registry itself is left as it was (the call's values are this run's only).
+    assert known.scrub(own) == own

@@ -1,11 +1,12 @@
 """Function templates: `fleet new` scaffolds them; the scaffolded functions are registered in a
-real registry and invoked through the registry's executor hook and the local backend."""
+real registry and invoked through the registry's executor lookup (the worker's ``Executors``) and
+the local backend."""
 
 from __future__ import annotations
 
 import ast
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,15 @@ from click.testing import CliRunner
 
 from shared.cli.main import cli
 from shared.errors import ExecutionFailed
-from shared.registry.executors import EXECUTORS, register_executor
+from shared.registry.executors import Executors
 from shared.registry.models import FunctionDefinition
 from shared.registry.repository import FunctionRepository
 from shared.registry.resolver import RegistryResolver
+from shared.resources import Resources
 from shared.settings import Settings
 from tests.oci.conftest import make_ctx
-from workers.oci import OCI_EXECUTOR
 from workers.oci.executor import OciExecutor
+from workers.oci.extension import OciExtension
 from workers.oci.scaffold import TEMPLATES_DIR
 
 LANGUAGES = ["python", "typescript", "go"]
@@ -36,20 +38,15 @@ EXPECTED = {
 
 
 @pytest.fixture
-def local_executor(oci_settings: Any) -> Iterator[OciExecutor]:
-    """The oci executor of this test (local backend) in the registry's hook, restored after."""
-    previous = EXECUTORS.get("oci")
+async def oci_resources(oci_settings: Any) -> AsyncIterator[Resources]:
+    """A worker's resources holding an oci executor (local backend), closed after."""
     executor = OciExecutor(oci_settings(oci_backend="local"))
-    register_executor("oci", executor)
-    yield executor
-    if previous is not None:
-        register_executor("oci", previous)
-
-
-def test_the_package_registers_its_executor_for_oci_rows() -> None:
-    import workers.oci  # noqa: F401
-
-    assert EXECUTORS["oci"] is OCI_EXECUTOR or isinstance(EXECUTORS["oci"], OciExecutor)
+    executors = Executors()
+    executors.add("oci", executor)
+    resources = Resources()
+    resources.provide(Executors, executors)
+    yield resources
+    await executor.close()
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -123,7 +120,7 @@ def test_fleet_new_scaffolds_and_refuses_to_overwrite(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 async def test_scaffolded_template_runs_through_the_registry_and_the_local_backend(
-    language: str, tmp_path: Path, pool: Any, local_executor: OciExecutor
+    language: str, tmp_path: Path, pool: Any, oci_resources: Resources
 ) -> None:
     if language == "go" and shutil.which("go") is None:
         # No Go toolchain on this machine: the files were checked by test_template_files.
@@ -143,11 +140,13 @@ async def test_scaffolded_template_runs_through_the_registry_and_the_local_backe
     spec = await resolver.resolve(f"acme/wc-{language}")
     assert spec is not None
     assert spec.execution_type == "oci"
-    output = await spec.handler({"text": TEXT, "top": 2}, make_ctx(f"wc-{language}"))
+    output = await spec.handler({"text": TEXT, "top": 2}, make_ctx(f"wc-{language}", resources=oci_resources))
     assert output == EXPECTED
 
     with pytest.raises(ExecutionFailed) as caught:
-        await spec.handler({"text": 5, "extra": True}, make_ctx(f"wc-{language}-bad"))
+        await spec.handler(
+            {"text": 5, "extra": True}, make_ctx(f"wc-{language}-bad", resources=oci_resources)
+        )
     assert caught.value.code == "function_failed"
     assert "invalid input" in caught.value.message
     assert caught.value.details["exit_code"] == 2
@@ -161,7 +160,8 @@ async def test_end_to_end_a_request_to_an_oci_registry_worker_runs_the_scaffolde
     tmp_path: Path, registry_settings: Any, redis: Any, pool: Any
 ) -> None:
     """fleet new → fleet functions register → publish on the oci topic → registry worker →
-    executor hook → local backend → result on the results topic (`fleet up` with an oci function)."""
+    the worker's oci executor → local backend → result on the results topic (`fleet up` with an
+    oci function)."""
     import asyncio
 
     from shared.assemble import create_worker
@@ -181,7 +181,8 @@ async def test_end_to_end_a_request_to_an_oci_registry_worker_runs_the_scaffolde
     assert registered.exit_code == 0, registered.output
     assert registered.output.startswith("created acme/e2e-count (version 1")
 
-    async with running(create_worker("oci", settings)):
+    worker = create_worker("oci", settings)
+    async with running(worker):
         ok = await publish(redis, settings, "acme/e2e-count", {"text": TEXT, "top": 2}, domain="oci")
         bad = await publish(redis, settings, "acme/e2e-count", {"text": 7}, domain="oci")
         results = await read_results(redis, settings.results_topic, 2, timeout=60)
@@ -191,9 +192,12 @@ async def test_end_to_end_a_request_to_an_oci_registry_worker_runs_the_scaffolde
     # The registry's JSON Schema check answers before the function runs.
     assert by_id[bad]["status"] == "failed"
     assert by_id[bad]["error"]["code"] == "invalid_input"
-    # The startup hook handed the worker's settings over (the worker's copy: it fills in the
-    # domain's declared concurrency, so compare the values, not the object).
-    assert OCI_EXECUTOR.settings is not None
-    assert OCI_EXECUTOR.settings.model_dump(exclude={"concurrency"}) == settings.model_dump(
+    # The worker's own executor ran them, with the worker's settings (its copy: it fills in the
+    # domain's declared concurrency, so compare the values too).
+    executor = worker.extension(OciExtension).executor
+    assert worker.resources.get(Executors).get("oci") is executor
+    assert executor.settings is worker.settings
+    assert executor.settings.model_dump(exclude={"concurrency"}) == settings.model_dump(
         exclude={"concurrency"}
     )
+    assert executor.closed  # stopped with its worker

@@ -1,22 +1,26 @@
 """The `oci` domain worker: container-image functions (``execution_type: oci``).
 
-Importing this package registers :data:`OCI_EXECUTOR` as the registry's executor for ``oci``
-rows (``shared.registry.executors``), applies the worker's settings to it when the worker is
-built (:func:`shared.functions.on_startup`) and closes it at shutdown
-(:func:`shared.functions.on_shutdown`). The protocol functions code against is in docs/oci.md;
-backends: ``workers/oci/local.py`` (subprocess) and ``workers/oci/kubernetes.py`` (Jobs).
+Each worker built for this domain gets its own :class:`~workers.oci.extension.OciExtension`
+(:func:`extensions`), whose executor runs the registry's ``oci`` rows with that worker's
+settings; importing the package registers nothing. The protocol functions code against is in
+docs/oci.md; backends: ``workers/oci/local.py`` (subprocess) and ``workers/oci/kubernetes.py``
+(Jobs). `fleet new` and `fleet build` are in ``workers/oci/cli.py``.
 """
 
 from __future__ import annotations
 
-from shared.functions import on_shutdown, on_startup
-from shared.registry.executors import register_executor
-from workers.oci.executor import OciExecutor
+from shared.runtime.extension import Extension
+from shared.settings import Settings
+from workers.oci.extension import OciExtension
 
-__all__ = ["OCI_EXECUTOR"]
+__all__ = ["extensions"]
 
-#: The process-wide executor (the worker's settings once it is built; the environment before).
-OCI_EXECUTOR = OciExecutor()
-register_executor("oci", OCI_EXECUTOR)
-on_startup(OCI_EXECUTOR.configure)
-on_shutdown(OCI_EXECUTOR.close)
+
+def extensions(settings: Settings) -> list[Extension]:
+    """The extensions of one `oci` worker (``shared.assemble.create_worker`` calls this).
+
+    Raises:
+        ConfigError: ``settings`` cannot run OCI functions (a blank ``FLEET_OCI_NAMESPACE`` with
+            the Kubernetes backend).
+    """
+    return [OciExtension(settings)]

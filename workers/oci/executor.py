@@ -3,13 +3,16 @@
 
 * ``FLEET_OCI_BACKEND`` picks the backend: ``local`` (subprocess, the default under `fleet up`)
   or ``kubernetes`` (one Job per execution);
-* at most ``FLEET_CONCURRENCY`` runs (Jobs) at once per worker process — the runtime already holds
+* at most ``FLEET_CONCURRENCY`` runs (Jobs) at once per worker — the runtime already holds
   no more deliveries than that; the semaphore also covers cleanups of cancelled runs;
-* a function's ``max_concurrency`` is honoured **per worker process** (a semaphore per slug).
+* a function's ``max_concurrency`` is honoured **per worker** (a semaphore per slug).
   A cluster-wide cap would need a counter shared by all replicas (the registry's execution
   history); with N replicas up to N x ``max_concurrency`` runs may overlap;
 * on first use with the Kubernetes backend, the reaper removes Jobs left by dead workers
   (:meth:`~workers.oci.kubernetes.KubernetesBackend.reap`) before the first Job is created.
+
+Each worker has its own executor, built from its settings by its
+:class:`~workers.oci.extension.OciExtension`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from shared.functions import ExecutionContext
 from shared.settings import Settings
 from workers.oci.protocol import OciFunction, backend_unavailable, encode_input
 
-__all__ = ["Backend", "OciExecutor", "create_backend"]
+__all__ = ["Backend", "OciExecutor", "check_settings", "create_backend"]
 
 log = structlog.get_logger("fleet.oci")
 
@@ -39,6 +42,16 @@ class Backend(Protocol):
     async def run(self, fn: OciFunction, input_json: str, ctx: ExecutionContext) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse OCI settings no execution could run with.
+
+    Raises:
+        ConfigError: the Kubernetes backend with a blank ``FLEET_OCI_NAMESPACE``.
+    """
+    if settings.oci_backend == "kubernetes" and not settings.oci_namespace.strip():
+        raise ConfigError("FLEET_OCI_NAMESPACE must not be blank")
 
 
 def create_backend(settings: Settings) -> Backend:
@@ -56,56 +69,44 @@ class OciExecutor:
     """Runs ``oci`` registry functions (implements ``shared.registry.executors.Executor``).
 
     Parameters:
-        settings: read from the environment on first use when omitted (the executor is
-            registered at import, before any settings exist).
+        settings: the worker's (checked with :func:`check_settings`).
         backend: built from ``settings`` on first use when omitted.
         still_running: execution id → False when the execution is known to be over; passed to
             the reaper. Default: the execution history (``function_executions``: completed,
             failed, or a claim whose lease expired) when ``FLEET_DATABASE_URL`` is set, else
             nothing (the reaper goes by finished state, worker label and age).
+
+    Raises:
+        ConfigError: ``settings`` cannot work (:func:`check_settings`).
     """
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: Settings,
         backend: Backend | None = None,
         *,
         still_running: Callable[[str], Awaitable[bool | None]] | None = None,
     ) -> None:
+        check_settings(settings)
         self._settings = settings
         self._backend = backend
         self._still_running = still_running
         self._lock = asyncio.Lock()
         self._started = False
+        self._closed = False
         self._slots: asyncio.Semaphore | None = None
         self._per_slug: dict[str, tuple[int, asyncio.Semaphore]] = {}
-        #: execution ids running in this process (the reaper never touches their Jobs).
+        #: execution ids this executor is running (the reaper never touches their Jobs).
         self.live: set[str] = set()
-
-    def configure(self, settings: Settings) -> None:
-        """Use ``settings`` (the worker's, flags included) from the next execution on.
-
-        Called when a worker is built (a startup hook). A backend built from earlier settings is
-        dropped (its in-flight cleanups finish on their own) and the reaper runs again.
-
-        Raises:
-            ConfigError: executions are running (settings cannot change under them).
-        """
-        if self.live:
-            raise ConfigError("cannot reconfigure the OCI executor while it runs executions")
-        if settings.oci_backend == "kubernetes" and not settings.oci_namespace.strip():
-            raise ConfigError("FLEET_OCI_NAMESPACE must not be blank")
-        self._settings = settings
-        self._backend = None
-        self._started = False
-        self._lock = asyncio.Lock()
-        self._per_slug.clear()
 
     @property
     def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings()
         return self._settings
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: the executor runs nothing more."""
+        return self._closed
 
     async def start(self) -> Backend:
         """Build the backend and run the reaper once (Kubernetes); idempotent."""
@@ -151,7 +152,9 @@ class OciExecutor:
             await connection.close()
 
     async def close(self) -> None:
-        """Release the backend (waits for in-flight cleanups)."""
+        """Release the backend (waits for in-flight cleanups); later runs fail
+        ``backend_unavailable`` (retryable: another worker takes the redelivery)."""
+        self._closed = True
         if self._backend is not None:
             await self._backend.close()
 
@@ -171,13 +174,16 @@ class OciExecutor:
         return await self.run(fn, data, ctx)
 
     async def run(self, fn: OciFunction, data: Any, ctx: ExecutionContext) -> dict[str, Any]:
-        """Run ``fn`` with ``data`` under the process and per-slug limits; its output dict.
+        """Run ``fn`` with ``data`` under the worker's and the per-slug limits; its output dict.
 
         Raises:
             ExecutionFailed: the codes of docs/oci.md (``backend_unavailable``,
                 ``image_pull_failed``, ``function_failed``, ``invalid_output``, ``timeout``,
                 ``payload_too_large``).
         """
+        if self._closed:
+            # Its worker stopped: a Job started now would have nobody to await its cleanup.
+            raise backend_unavailable(f"the OCI executor is closed; {fn.slug} was not run", retryable=True)
         if not fn.image_ref and not fn.command:
             raise backend_unavailable(f"{fn.slug} has neither image_ref nor command", retryable=False)
         input_json = encode_input(data)

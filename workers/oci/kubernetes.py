@@ -55,6 +55,7 @@ from workers.oci.protocol import (
     credential_env,
     function_env,
     interpret,
+    run_secrets,
 )
 
 __all__ = ["IMAGE_PULL_REASONS", "KubernetesBackend", "follow"]
@@ -232,7 +233,7 @@ class KubernetesBackend:
             ) from None
         finally:
             await self._cleanup_shielded(config, name, secret_name)
-        return interpret(fn, outcome, tail_lines=self._settings.oci_log_tail_lines)
+        return interpret(fn, outcome, tail_lines=self._settings.oci_log_tail_lines, secrets=run_secrets(ctx))
 
     async def _create(self, kube: KubeClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -36,6 +36,7 @@ from workers.oci.protocol import (
     credential_env,
     function_env,
     interpret,
+    run_secrets,
 )
 
 __all__ = ["LocalBackend"]
@@ -100,7 +101,7 @@ class LocalBackend:
             env.update(function_env(fn, input_json, ctx))
             env.update({names[key]: value for key, value in ctx.credentials.items() if key in names})
             outcome = await self._run_process(fn, env, cwd=fn.working_dir or scratch)
-        return interpret(fn, outcome, tail_lines=self._settings.oci_log_tail_lines)
+        return interpret(fn, outcome, tail_lines=self._settings.oci_log_tail_lines, secrets=run_secrets(ctx))
 
     async def _run_process(self, fn: OciFunction, env: dict[str, str], cwd: str) -> RunOutcome:
         try:

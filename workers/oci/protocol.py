@@ -11,7 +11,9 @@ A function is a program (a container image's entrypoint, or ``command`` for the 
   to say why; the message and ``retryable`` then come from it.
 
 This module turns a registry row into an :class:`OciFunction`, builds the environment, and maps
-what a run produced (:class:`RunOutcome`) onto an output or an :class:`ExecutionFailed`.
+what a run produced (:class:`RunOutcome`) onto an output or an :class:`ExecutionFailed`. What a
+run's text is scrubbed with is passed in (``secrets``, from :func:`run_secrets`): the values this
+worker has handed out and the call's own credentials.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import orjson
 
 from shared.contract import ErrorCode
-from shared.credentials import SECRETS
+from shared.credentials import SECRETS, SecretRegistry
 from shared.errors import ExecutionFailed, ExecutionTimeout, PayloadTooLarge
 from shared.functions import ExecutionContext
 from shared.settings import Settings
@@ -42,6 +44,7 @@ __all__ = [
     "function_env",
     "interpret",
     "parse_output",
+    "run_secrets",
 ]
 
 #: Linux refuses (E2BIG) a single environment string longer than 128 KiB (MAX_ARG_STRLEN), so
@@ -181,6 +184,12 @@ def function_env(fn: OciFunction, input_json: str, ctx: ExecutionContext) -> dic
     return env
 
 
+def run_secrets(ctx: ExecutionContext, known: SecretRegistry = SECRETS) -> SecretRegistry:
+    """What one run's log tail and messages are scrubbed with: every value ``known`` holds and
+    the call's own credential values (``ctx.credentials``), whether ``known`` has them or not."""
+    return known.including(ctx.credentials.values())
+
+
 def _last_line(text: str) -> str | None:
     for line in reversed(text.splitlines()):
         if line.strip():
@@ -188,13 +197,14 @@ def _last_line(text: str) -> str | None:
     return None
 
 
-def _excerpt(text: str) -> str:
-    text = SECRETS.scrub(text)
+def _excerpt(text: str, secrets: SecretRegistry) -> str:
+    text = secrets.scrub(text)
     return text if len(text) <= MAX_EXCERPT else text[:MAX_EXCERPT] + "…"
 
 
-def parse_output(stdout: str, slug: str) -> dict[str, Any]:
-    """The output of a successful run: the last non-blank line of ``stdout`` as a JSON object.
+def parse_output(stdout: str, slug: str, *, secrets: SecretRegistry) -> dict[str, Any]:
+    """The output of a successful run: the last non-blank line of ``stdout`` as a JSON object
+    (the line quoted in an error is scrubbed with ``secrets``).
 
     Raises:
         ExecutionFailed: ``invalid_output`` when there is no line, it is not JSON, or not an object.
@@ -212,20 +222,20 @@ def parse_output(stdout: str, slug: str) -> dict[str, Any]:
         raise ExecutionFailed(
             f"{slug}'s last stdout line is not JSON",
             code=ErrorCode.INVALID_OUTPUT,
-            details={"last_line": _excerpt(line)},
+            details={"last_line": _excerpt(line, secrets)},
         ) from None
     if not isinstance(value, dict):
         raise ExecutionFailed(
             f"{slug}'s last stdout line is JSON but not an object ({type(value).__name__})",
             code=ErrorCode.INVALID_OUTPUT,
-            details={"last_line": _excerpt(line)},
+            details={"last_line": _excerpt(line, secrets)},
         )
     return value
 
 
-def log_tail(text: str, lines: int) -> list[str]:
-    """The last ``lines`` lines of ``text``, secrets scrubbed."""
-    return [SECRETS.scrub(line) for line in text.splitlines()[-lines:]]
+def log_tail(text: str, lines: int, secrets: SecretRegistry) -> list[str]:
+    """The last ``lines`` lines of ``text``, scrubbed with ``secrets``."""
+    return [secrets.scrub(line) for line in text.splitlines()[-lines:]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,8 +254,11 @@ class RunOutcome:
     reason: str | None = None
 
 
-def interpret(fn: OciFunction, outcome: RunOutcome, *, tail_lines: int) -> dict[str, Any]:
-    """Map a finished run onto the function's output, or raise its failure:
+def interpret(
+    fn: OciFunction, outcome: RunOutcome, *, tail_lines: int, secrets: SecretRegistry
+) -> dict[str, Any]:
+    """Map a finished run onto the function's output, or raise its failure (every text taken
+    from the run is scrubbed with ``secrets``, see :func:`run_secrets`):
 
     * timed out → ``timeout`` (retryable);
     * exit 0 → :func:`parse_output` (``invalid_output`` when the last line is not an object);
@@ -257,10 +270,13 @@ def interpret(fn: OciFunction, outcome: RunOutcome, *, tail_lines: int) -> dict[
     if outcome.timed_out:
         raise ExecutionTimeout(
             f"{fn.slug} did not finish within {fn.timeout_seconds:g}s",
-            details={"timeout_seconds": fn.timeout_seconds, "log_tail": log_tail(outcome.log, tail_lines)},
+            details={
+                "timeout_seconds": fn.timeout_seconds,
+                "log_tail": log_tail(outcome.log, tail_lines, secrets),
+            },
         )
     if outcome.exit_code == 0:
-        return parse_output(outcome.stdout, fn.slug)
+        return parse_output(outcome.stdout, fn.slug, secrets=secrets)
     if outcome.exit_code is None:
         # No exit status at all (pod evicted, preempted, deleted): the infrastructure's doing,
         # so the same request may well succeed again.
@@ -281,9 +297,12 @@ def interpret(fn: OciFunction, outcome: RunOutcome, *, tail_lines: int) -> dict[
         elif isinstance(error, dict) and isinstance(error.get("message"), str):
             message = f"{fn.slug} failed: {error['message']}"
             retryable = bool(error.get("retryable", False))
-    details: dict[str, Any] = {"exit_code": outcome.exit_code, "log_tail": log_tail(outcome.log, tail_lines)}
+    details: dict[str, Any] = {
+        "exit_code": outcome.exit_code,
+        "log_tail": log_tail(outcome.log, tail_lines, secrets),
+    }
     if outcome.reason:
         details["reason"] = outcome.reason
     raise ExecutionFailed(
-        SECRETS.scrub(message), code=ErrorCode.FUNCTION_FAILED, retryable=retryable, details=details
+        secrets.scrub(message), code=ErrorCode.FUNCTION_FAILED, retryable=retryable, details=details
     )

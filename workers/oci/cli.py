@@ -1,5 +1,6 @@
 """`fleet new` (scaffold an OCI function from a template) and `fleet build` (build its image
-with a Kaniko Job). The work is done in ``workers/oci/scaffold.py`` and ``workers/oci/build.py``."""
+with a Kaniko Job). The work is done in ``workers/oci/scaffold.py`` and ``workers/oci/build.py``;
+``shared/cli/main.py`` names these commands by string and imports this module on demand."""
 
 from __future__ import annotations
 
