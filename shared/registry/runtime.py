@@ -26,13 +26,9 @@ from shared.registry.migrator import migrate
 from shared.registry.resolver import NotifyListener, RegistryResolver
 from shared.registry.sync import sync_builtins
 from shared.settings import Settings
+from shared.transports.base import JoinsSettle
 
 __all__ = ["RegistryRuntime"]
-
-
-def _server(redis: Any) -> tuple[Any, ...]:
-    kwargs = redis.connection_pool.connection_kwargs
-    return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0)
 
 
 log = structlog.get_logger("fleet.registry")
@@ -95,15 +91,11 @@ class RegistryRuntime:
         """With claims in Redis and the Redis Streams transport on the same server, results are
         stored in the transport's settle transaction (stored, published and acked in one step)
         instead of by a call of their own just before it."""
-        from shared.transports.redis_streams import RedisStreamsTransport
-
         backend = self.backend
-        if not isinstance(backend, RedisClaims) or not isinstance(transport, RedisStreamsTransport):
+        if not isinstance(backend, RedisClaims) or not isinstance(transport, JoinsSettle):
             return
-        if _server(transport.redis) != _server(self._redis):
-            return
-        transport.prelude = backend.stage
-        backend.staged_in_settle = True
+        if transport.join_settle(backend.stage, redis=self._redis):
+            backend.staged_in_settle = True
 
     async def open(self, stopping: Callable[[], bool] = lambda: False) -> bool:
         """Migrate, connect, sync built-ins, start listening and writing. Retries with backoff

@@ -5,9 +5,9 @@ the :class:`Call`, run code before and after ``await call_next(call)``, turn exc
 other exceptions, or answer without calling the next layer (idempotency does, from the
 registry issue on). The chain is composed once per worker, not per message.
 
-Order (outermost first) of :func:`default_middleware`: metrics → logging → input validation →
-timeout → handler. Later issues add history/idempotency, templates, schema validation and
-credentials in the same way.
+The order of the chain is the order of :class:`shared.runtime.extension.Slot` (defined there
+once): a worker is assembled from layers placed at slots by its core and its extensions
+(``shared/assemble.py``); :func:`default_middleware` is the core alone.
 """
 
 from __future__ import annotations
@@ -297,12 +297,17 @@ class MetricsMiddleware:
 
 
 def default_middleware(metrics: Metrics, *, before_timeout: Sequence[Middleware] = ()) -> list[Middleware]:
-    """The chain every worker runs unless told otherwise (outermost first); ``before_timeout``
-    (credentials, from ``shared.assemble``) runs after validation, outside the timeout."""
-    return [
-        MetricsMiddleware(metrics),
-        LoggingMiddleware(),
-        InputValidationMiddleware(),
-        *before_timeout,
-        TimeoutMiddleware(),
-    ]
+    """The core chain of a worker without extensions, in slot order (the order of
+    :class:`~shared.runtime.extension.Slot`, defined once): metrics → logging → input model →
+    ``before_timeout`` (at most one layer, at the credentials slot) → timeout → handler."""
+    from shared.runtime.extension import Slot, chain_from
+
+    return chain_from(
+        [
+            (Slot.METRICS, MetricsMiddleware(metrics)),
+            (Slot.LOGGING, LoggingMiddleware()),
+            (Slot.INPUT_MODEL, InputValidationMiddleware()),
+            *((Slot.CREDENTIALS, layer) for layer in before_timeout),
+            (Slot.TIMEOUT, TimeoutMiddleware()),
+        ]
+    )

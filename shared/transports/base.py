@@ -18,11 +18,11 @@ sidecar when ``settle`` (or ``close``) decides the outcome.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Delivery", "Outcome", "Settlement", "Transport"]
+__all__ = ["Delivery", "JoinsSettle", "Outcome", "SettlePrelude", "Settlement", "Transport"]
 
 
 class Outcome(enum.Enum):
@@ -99,3 +99,21 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release connections. Deliveries never settled stay pending for redelivery."""
+
+
+#: ``prelude(pipe)`` queues commands at the start of a settle's ``MULTI … EXEC`` and returns
+#: ``(how many, done)``, or ``None`` when it has nothing to add. ``done(replies)`` gets those
+#: commands' replies once the transaction ran, or ``None`` when it did not (the prelude must
+#: offer the same work again at the next settle).
+SettlePrelude = Callable[[Any], "tuple[int, Callable[[list[Any] | None], None]] | None"]
+
+
+@runtime_checkable
+class JoinsSettle(Protocol):
+    """A transport whose settle is one transaction on a Redis server that others may join
+    (the Redis Streams transport): an extension's commands then commit with the acks."""
+
+    def join_settle(self, prelude: SettlePrelude, *, redis: Any) -> bool:
+        """Run ``prelude`` at the start of every settle transaction when ``redis`` is a client of
+        the transport's own server (and database); returns False, changing nothing, otherwise."""
+        ...

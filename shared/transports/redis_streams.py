@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from shared.errors import TransportError
 from shared.runtime.envelope import utc_now_iso
 from shared.settings import Settings
-from shared.transports.base import Delivery, Outcome, Settlement
+from shared.transports.base import Delivery, Outcome, Settlement, SettlePrelude
 
 __all__ = [
     "RedisStreamsTransport",
@@ -60,11 +60,12 @@ __all__ = [
 
 log = structlog.get_logger("fleet.transport.redis")
 
-#: ``prelude(pipe)`` queues commands at the start of a settle's ``MULTI … EXEC`` and returns
-#: ``(how many, done)``, or ``None`` when it has nothing to add. ``done(replies)`` gets those
-#: commands' replies once the transaction ran, or ``None`` when it did not (the prelude must
-#: offer the same work again at the next settle).
-SettlePrelude = Callable[[Any], "tuple[int, Callable[[list[Any] | None], None]] | None"]
+
+def server_of(redis: Any) -> tuple[Any, ...]:
+    """Which server (and database) a client talks to: host, port, unix path, db."""
+    kwargs = redis.connection_pool.connection_kwargs
+    return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0)
+
 
 _EMPTY_METADATA = b"{}"
 #: Consumers with nothing pending and idle this long are removed from the group.
@@ -205,8 +206,15 @@ class RedisStreamsTransport:
         self._next_trim = 0.0
         self._block_ms = settings.block_ms
         self._processing_timeout_ms = int(settings.processing_timeout * 1000)
-        #: see :data:`SettlePrelude`; set by the wiring (``shared.assemble``).
+        #: see :data:`~shared.transports.base.SettlePrelude`; set by :meth:`join_settle`.
         self.prelude: SettlePrelude | None = None
+
+    def join_settle(self, prelude: SettlePrelude, *, redis: Any) -> bool:
+        """See :class:`~shared.transports.base.JoinsSettle`: joined only on the same server."""
+        if server_of(redis) != server_of(self.redis):
+            return False
+        self.prelude = prelude
+        return True
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
