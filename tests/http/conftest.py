@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from shared.resources import Resources
 from workers.http import ssrf
 from workers.http.ssrf import AllowList, HttpPolicy
 
@@ -177,12 +178,12 @@ def allowing(*entries: str, **limits: Any) -> HttpPolicy:
     return HttpPolicy(allow=AllowList.parse(",".join(entries)), **limits)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_policy() -> Iterator[None]:
-    """Every test starts and ends with no configured policy (read from the environment)."""
-    ssrf.configure(None)
-    yield
-    ssrf.configure(None)
+def with_policy(policy: HttpPolicy) -> Resources:
+    """A worker's resources holding ``policy``, as :class:`~workers.http.HttpExtension` provides
+    it (for handlers and executors called directly)."""
+    resources = Resources()
+    resources.provide(HttpPolicy, policy)
+    return resources
 
 
 # ------------------------------------------------------------------------------------ TLS

@@ -14,6 +14,7 @@ from yarl import URL
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
+from shared.settings import Settings
 from tests.http.conftest import Certs, Fake, Listener, Spies, allowing, fake_dns
 from workers.http import client, ssrf
 from workers.http.client import decode_body, read_capped, send
@@ -36,11 +37,11 @@ async def failure(awaitable: Awaitable[object]) -> ExecutionFailed:
 
 
 # ------------------------------------------------------------------------------ allow-list
-async def test_loopback_target_reachable_through_the_env_allow_list(
-    fake: Fake, spies: Spies, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLEET_HTTP_ALLOW", "127.0.0.1")
-    response = await send("GET", fake.url("/hello"), headers={"X-Test": "1"}, query=[("a", "1")], timeout=10)
+async def test_loopback_target_reachable_through_the_allow_list_setting(fake: Fake, spies: Spies) -> None:
+    policy = HttpPolicy.from_settings(Settings(http_allow="127.0.0.1"))
+    response = await send(
+        "GET", fake.url("/hello"), headers={"X-Test": "1"}, query=[("a", "1")], timeout=10, policy=policy
+    )
     assert response.as_result() == {
         "status": 200,
         "headers": response.headers,
@@ -61,11 +62,8 @@ async def test_allow_list_by_cidr(fake: Fake) -> None:
     assert response.status == 200
 
 
-async def test_loopback_refused_without_allow_list(
-    fake: Fake, spies: Spies, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("FLEET_HTTP_ALLOW", raising=False)
-    error = await failure(send("GET", fake.url(), timeout=10))
+async def test_loopback_refused_without_allow_list(fake: Fake, spies: Spies) -> None:
+    error = await failure(send("GET", fake.url(), timeout=10, policy=HttpPolicy()))
     assert error.code == ErrorCode.DESTINATION_BLOCKED
     assert error.retryable is False
     assert error.details == {"host": "127.0.0.1", "reason": "loopback", "address": "127.0.0.1"}

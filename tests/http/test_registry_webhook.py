@@ -36,7 +36,6 @@ async def test_registered_webhook_runs_with_injected_credentials(
     fake: Fake,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FLEET_HTTP_ALLOW", "127.0.0.1")
     monkeypatch.setenv("FLEET_SECRET_ACME_TOKEN", "tok-very-secret")
 
     async def created(request: web.Request) -> web.StreamResponse:
@@ -66,7 +65,7 @@ async def test_registered_webhook_runs_with_injected_credentials(
             webhook_url="http://169.254.169.254/latest/meta-data/",
         )
     )
-    settings = registry_settings()
+    settings = registry_settings(http_allow="127.0.0.1")
     async with running(create_worker("http", settings)):
         ok = await publish(redis, settings, "acme/create-ticket", {"title": "Disk full"}, domain="http")
         blocked = await publish(redis, settings, "acme/metadata", {}, domain="http")

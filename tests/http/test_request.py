@@ -6,13 +6,22 @@ import pytest
 from pydantic import ValidationError
 
 from shared.contract import ErrorCode
-from shared.errors import ExecutionFailed
+from shared.errors import ConfigError, ExecutionFailed
 from shared.functions import BUILTINS, ExecutionContext
-from tests.http.conftest import Fake, allowing
-from workers.http import ssrf
+from tests.http.conftest import Fake, allowing, with_policy
 from workers.http.request import HttpRequestInput, HttpRequestOutput, http_request, query_pairs
+from workers.http.ssrf import HttpPolicy
 
-CTX = ExecutionContext(execution_id="e-1", function="system/http-request", attempt=1, domain="http")
+
+def context(policy: HttpPolicy) -> ExecutionContext:
+    """The context a worker whose extension provided ``policy`` gives the handler."""
+    return ExecutionContext(
+        execution_id="e-1",
+        function="system/http-request",
+        attempt=1,
+        domain="http",
+        resources=with_policy(policy),
+    )
 
 
 def test_registered_for_the_http_domain() -> None:
@@ -84,11 +93,10 @@ def test_invalid_inputs(bad: dict[str, object]) -> None:
 
 
 async def test_json_body_and_json_response(fake: Fake) -> None:
-    ssrf.configure(allowing("127.0.0.1"))
     data = HttpRequestInput.model_validate(
         {"url": fake.url("/items"), "method": "POST", "body": {"name": "x", "n": [1]}, "query": {"v": 1}}
     )
-    result = await http_request(data, CTX)
+    result = await http_request(data, context(allowing("127.0.0.1")))
     assert (result["status"], result["body"]) == (200, {"ok": True})
     HttpRequestOutput.model_validate(result)
     [seen] = fake.requests
@@ -104,11 +112,10 @@ async def test_string_body_and_text_response(fake: Fake) -> None:
         return web.Response(status=418, text="short and stout")
 
     fake.routes["/tea"] = text
-    ssrf.configure(allowing("127.0.0.1"))
     data = HttpRequestInput.model_validate(
         {"url": fake.url("/tea"), "method": "PUT", "body": "raw text", "timeout_seconds": "5"}
     )
-    result = await http_request(data, CTX)
+    result = await http_request(data, context(allowing("127.0.0.1")))
     assert (result["status"], result["body"]) == (418, "short and stout")  # a status, not a failure
     assert result["headers"]["content-type"] == "text/plain; charset=utf-8"
     assert fake.requests[0].headers["Content-Type"] == "text/plain; charset=utf-8"
@@ -116,7 +123,6 @@ async def test_string_body_and_text_response(fake: Fake) -> None:
 
 
 async def test_caller_content_type_wins(fake: Fake) -> None:
-    ssrf.configure(allowing("127.0.0.1"))
     data = HttpRequestInput.model_validate(
         {
             "url": fake.url(),
@@ -125,7 +131,7 @@ async def test_caller_content_type_wins(fake: Fake) -> None:
             "body": "a=1&b=2",
         }
     )
-    await http_request(data, CTX)
+    await http_request(data, context(allowing("127.0.0.1")))
     assert fake.requests[0].headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert fake.requests[0].body == b"a=1&b=2"
 
@@ -135,18 +141,20 @@ async def test_caller_content_type_wins(fake: Fake) -> None:
     [{"Host": "evil.test"}, {"Transfer-Encoding": "chunked"}, {"X-A": "a\r\nX-B: b"}, {"Bad Name": "x"}],
 )
 async def test_forbidden_or_malformed_headers_are_invalid_input(fake: Fake, headers: dict[str, str]) -> None:
-    ssrf.configure(allowing("127.0.0.1"))
     data = HttpRequestInput.model_validate({"url": fake.url(), "headers": headers})
     with pytest.raises(ExecutionFailed) as caught:
-        await http_request(data, CTX)
+        await http_request(data, context(allowing("127.0.0.1")))
     assert caught.value.code == ErrorCode.INVALID_INPUT
     assert fake.requests == []
 
 
-async def test_handler_uses_the_process_policy(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FLEET_HTTP_ALLOW", raising=False)
+async def test_handler_uses_the_workers_policy(fake: Fake) -> None:
     data = HttpRequestInput.model_validate({"url": fake.url()})
     with pytest.raises(ExecutionFailed) as caught:
-        await http_request(data, CTX)
+        await http_request(data, context(HttpPolicy()))
     assert caught.value.code == ErrorCode.DESTINATION_BLOCKED
+    # Without the http extension's policy there is no policy at all: nothing is sent.
+    bare = ExecutionContext(execution_id="e-2", function="system/http-request", attempt=1, domain="http")
+    with pytest.raises(ConfigError, match="HttpPolicy"):
+        await http_request(data, bare)
     assert fake.requests == []

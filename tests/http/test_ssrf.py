@@ -15,7 +15,7 @@ from shared.contract import ErrorCode
 from shared.errors import ConfigError
 from shared.settings import Settings
 from tests.http.conftest import allowing, fake_dns
-from workers.http import ssrf
+from workers.http.extension import HttpExtension
 from workers.http.ssrf import (
     AllowEntry,
     AllowList,
@@ -227,10 +227,10 @@ def test_bad_allow_entries_are_config_errors_naming_the_entry(entry: str, why: s
     assert "optionally with :port" in message
 
 
-def test_a_bad_port_fails_the_start_up_hook() -> None:
-    # workers.http registers ssrf.configure as a start-up hook: a bad entry stops the worker.
+def test_a_bad_port_fails_building_the_extension() -> None:
+    # The http worker's extension parses the policy when the worker is built: a bad entry stops it.
     with pytest.raises(ConfigError, match=re.escape("entry '127.0.0.1:0': port '0'")):
-        ssrf.configure(Settings(http_allow="api.internal,127.0.0.1:0"))
+        HttpExtension(Settings(http_allow="api.internal,127.0.0.1:0"))
 
 
 def test_metadata_needs_an_exact_allow_entry() -> None:
@@ -268,12 +268,11 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("FLEET_HTTP_ALLOW", "127.0.0.1,api.internal")
     monkeypatch.setenv("FLEET_HTTP_MAX_RESPONSE_BYTES", "1234")
     monkeypatch.setenv("FLEET_HTTP_MAX_REDIRECTS", "2")
-    policy = ssrf.current_policy()
+    policy = HttpPolicy.from_settings(Settings())
     assert policy.max_response_bytes == 1234
     assert policy.max_redirects == 2
     assert policy.allow.admits_host("api.internal", 80)
     assert policy.allow.admits_address(ipaddress.ip_address("127.0.0.1"), 80)
-    assert ssrf.current_policy() is policy  # read once
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,17 +284,17 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         10_485_760,
         5,
     )
-    policy = ssrf.current_policy()
+    policy = HttpPolicy.from_settings(settings)
     assert (policy.allow, policy.max_response_bytes, policy.max_redirects) == (AllowList(), 10_485_760, 5)
 
 
-def test_configure_from_a_workers_settings() -> None:
-    ssrf.configure(Settings(http_allow="10.0.0.0/8", http_max_redirects=1))
-    policy = ssrf.current_policy()
+def test_the_extension_takes_the_policy_of_its_workers_settings() -> None:
+    policy = HttpExtension(Settings(http_allow="10.0.0.0/8", http_max_redirects=1)).policy
     assert policy.allow.admits_address(ipaddress.ip_address("10.1.1.1"), 80)
+    assert not policy.allow.admits_address(ipaddress.ip_address("192.168.1.1"), 80)
     assert policy.max_redirects == 1
     with pytest.raises(ConfigError):
-        ssrf.configure(Settings(http_allow="127.1"))
+        HttpExtension(Settings(http_allow="127.1"))
 
 
 @pytest.mark.parametrize(

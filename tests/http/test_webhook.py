@@ -12,9 +12,8 @@ from aiohttp import web
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
-from shared.registry.executors import EXECUTORS
 from shared.registry.models import FunctionRecord
-from tests.http.conftest import Fake, Spies, allowing
+from tests.http.conftest import Fake, Spies, allowing, with_policy
 from workers.http.ssrf import HttpPolicy
 from workers.http.webhook import WebhookExecutor, render_headers, run_webhook, webhook_credential_keys
 
@@ -31,6 +30,7 @@ def context(**credentials: str) -> ExecutionContext:
         workflow_execution_id="wf-7",
         node_id="node-3",
         credentials=credentials,
+        resources=with_policy(ALLOW),
     )
 
 
@@ -246,14 +246,8 @@ def record(**fields: object) -> FunctionRecord:
     return FunctionRecord(**values)
 
 
-def test_registered_as_the_http_executor() -> None:
-    import workers.http
-
-    assert EXECUTORS["http"] is workers.http.WEBHOOK_EXECUTOR
-
-
 async def test_executor_runs_a_registry_row(fake: Fake) -> None:
-    executor = WebhookExecutor(policy=ALLOW)
+    executor = WebhookExecutor()
     result = await executor.execute(
         record(
             webhook_url=fake.url("/rows"),
@@ -277,7 +271,7 @@ async def test_executor_timeout_prefers_the_webhook_timeout(fake: Fake) -> None:
 
     fake.routes["/slow"] = stall
     error = await failure(
-        WebhookExecutor(policy=ALLOW).execute(
+        WebhookExecutor().execute(
             record(webhook_url=fake.url("/slow"), webhook_timeout_seconds=0.2, timeout_seconds=300),
             {},
             context(),
@@ -288,5 +282,23 @@ async def test_executor_timeout_prefers_the_webhook_timeout(fake: Fake) -> None:
 
 
 async def test_executor_without_url() -> None:
-    error = await failure(WebhookExecutor(policy=ALLOW).execute(record(), {}, context()))
+    error = await failure(WebhookExecutor().execute(record(), {}, context()))
     assert error.code == ErrorCode.FUNCTION_FAILED
+
+
+async def test_executor_uses_the_policy_of_the_calling_worker(fake: Fake) -> None:
+    strict = ExecutionContext(
+        execution_id="exec-43",
+        function="acme/create-ticket",
+        attempt=1,
+        domain="http",
+        resources=with_policy(HttpPolicy()),
+    )
+    error = await failure(WebhookExecutor().execute(record(webhook_url=fake.url("/rows")), {}, strict))
+    assert error.code == ErrorCode.DESTINATION_BLOCKED
+    assert error.details == {"host": "127.0.0.1", "reason": "loopback", "address": "127.0.0.1"}
+    assert fake.requests == []
+    # The same executor, called from a worker whose policy admits loopback, reaches it.
+    result = await WebhookExecutor().execute(record(webhook_url=fake.url("/rows")), {}, context())
+    assert result["status"] == 200
+    assert [r.path for r in fake.requests] == ["/rows"]

@@ -22,7 +22,7 @@ RunWorker = Callable[..., AbstractAsyncContextManager[Worker]]
 async def test_http_request_through_a_worker(
     run_worker: RunWorker, settings: Settings, fake: Fake, listener: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The worker applies its own settings' policy when it is built (a startup hook).
+    # The worker's http extension provides the policy of its own settings to the handler.
     allowing = settings.model_copy(update={"http_allow": "127.0.0.1"})
 
     async def echo(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,7 @@
-"""The `http` domain worker's functions. Importing this package registers its built-ins and
-:data:`WEBHOOK_EXECUTOR` as the registry's executor for ``http`` rows
-(``shared.registry.executors``).
+"""The `http` domain worker's functions. Importing this package declares its built-ins; each
+worker built for the domain gets its own :class:`~workers.http.extension.HttpExtension`
+(:func:`extensions`): the SSRF policy of its settings and the executor of the registry's
+``http`` rows. Nothing is registered process-wide.
 
 * ``system/http-request`` (:mod:`workers.http.request`): one SSRF-guarded HTTP request;
 * :func:`workers.http.webhook.run_webhook`: the webhook call behind registered ``http`` functions;
@@ -10,16 +11,19 @@
 
 from __future__ import annotations
 
-from shared.functions import on_startup
-from shared.registry.executors import register_executor
+from shared.runtime.extension import Extension
+from shared.settings import Settings
 from workers.http import client, request, ssrf, webhook
-from workers.http.ssrf import configure
+from workers.http.extension import HttpExtension
+from workers.http.ssrf import HttpPolicy
 from workers.http.webhook import WebhookExecutor, run_webhook, webhook_credential_keys
 
 __all__ = [
-    "WEBHOOK_EXECUTOR",
+    "HttpExtension",
+    "HttpPolicy",
+    "WebhookExecutor",
     "client",
-    "configure",
+    "extensions",
     "request",
     "run_webhook",
     "ssrf",
@@ -27,9 +31,11 @@ __all__ = [
     "webhook_credential_keys",
 ]
 
-#: The process-wide executor of ``http`` registry functions (policy read on first use).
-WEBHOOK_EXECUTOR = WebhookExecutor()
-register_executor("http", WEBHOOK_EXECUTOR)
 
-# Validate FLEET_HTTP_* when the worker is built: a bad allow-list stops it at start.
-on_startup(configure)
+def extensions(settings: Settings) -> list[Extension]:
+    """The extensions of one `http` worker (``shared.assemble.create_worker`` calls this).
+
+    Raises:
+        ConfigError: an unparsable ``FLEET_HTTP_ALLOW`` entry (named in the message).
+    """
+    return [HttpExtension(settings)]

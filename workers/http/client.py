@@ -169,7 +169,7 @@ async def send(
     query: Sequence[tuple[str, str]] = (),
     body: bytes | None = None,
     timeout: float,
-    policy: HttpPolicy | None = None,
+    policy: HttpPolicy,
     sensitive_headers: Collection[str] = (),
     ssl_context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
@@ -178,10 +178,9 @@ async def send(
     ``url`` is the caller's URL (an unusable one fails ``invalid_input``); ``query`` pairs are
     appended to its query string; ``headers`` must already be checked (:func:`check_headers`)
     and are sent as given (plus a default ``User-Agent``); ``body`` is sent as is. ``policy``
-    defaults to :func:`workers.http.ssrf.current_policy`; ``ssl_context`` to the default
-    verifying context (tests pass one trusting their own CA).
+    is the calling worker's (``ctx.resources.get(HttpPolicy)``); ``ssl_context`` defaults to
+    the verifying context (tests pass one trusting their own CA).
     """
-    policy = policy or ssrf.current_policy()
     method = method.upper()
     try:
         target = URL(url) if isinstance(url, str) else url

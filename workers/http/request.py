@@ -10,7 +10,8 @@ blank strings count as absent, ``timeout_seconds`` as text, ``headers``/``query`
 Output: ``{status, headers, body}`` — ``headers`` with lower-case names, ``body`` decoded from
 JSON when the response's content type is JSON, text otherwise. A non-2xx status is a completed
 execution (the status is in the output); failures are the client's codes
-(:mod:`workers.http.client`).
+(:mod:`workers.http.client`). The SSRF policy is the worker's own: ``ctx.resources.get(HttpPolicy)``,
+provided by :class:`~workers.http.extension.HttpExtension`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from shared.functions import ExecutionContext, builtin
 from workers.http import client
+from workers.http.ssrf import HttpPolicy
 
 __all__ = [
     "MAX_TIMEOUT_SECONDS",
@@ -187,5 +189,6 @@ async def http_request(data: HttpRequestInput, ctx: ExecutionContext) -> dict[st
         query=query_pairs(data.query),
         body=body,
         timeout=data.timeout_seconds,
+        policy=ctx.resources.get(HttpPolicy),
     )
     return response.as_result()

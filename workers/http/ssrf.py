@@ -49,8 +49,6 @@ __all__ = [
     "PinnedResolver",
     "VettedTarget",
     "blocked_reason",
-    "configure",
-    "current_policy",
     "embedded_ipv4",
     "needs_address_entry",
     "parse_host",
@@ -353,7 +351,11 @@ class AllowList:
 class HttpPolicy:
     """What the client enforces: the allow-list and the limits (``FLEET_HTTP_ALLOW``,
     ``FLEET_HTTP_MAX_RESPONSE_BYTES``, ``FLEET_HTTP_MAX_REDIRECTS``; defaults as in
-    :class:`~shared.settings.Settings`)."""
+    :class:`~shared.settings.Settings`).
+
+    Each worker has its own, built from its settings by
+    :class:`~workers.http.extension.HttpExtension` and reached by handlers as
+    ``ctx.resources.get(HttpPolicy)``; nothing here is process-wide."""
 
     allow: AllowList = field(default_factory=AllowList)
     max_response_bytes: int = 10_485_760
@@ -367,28 +369,6 @@ class HttpPolicy:
             max_response_bytes=settings.http_max_response_bytes,
             max_redirects=settings.http_max_redirects,
         )
-
-
-_policy: HttpPolicy | None = None
-
-
-def current_policy() -> HttpPolicy:
-    """The process's policy: the one given to :func:`configure`, else built from
-    :class:`~shared.settings.Settings` (the environment) on first use.
-
-    Handlers only get ``(data, ctx)``, so the worker's own ``Settings`` object does not reach
-    them; both read the same environment, so they agree."""
-    global _policy
-    if _policy is None:
-        _policy = HttpPolicy.from_settings(Settings())
-    return _policy
-
-
-def configure(policy: HttpPolicy | Settings | None) -> None:
-    """Set the process's policy (from a policy or a worker's settings); ``None`` forgets it
-    (re-read from the environment next time)."""
-    global _policy
-    _policy = HttpPolicy.from_settings(policy) if isinstance(policy, Settings) else policy
 
 
 # ------------------------------------------------------------------------ hosts and DNS

@@ -143,7 +143,7 @@ async def run_webhook(
     timeout_seconds: float | None = None,
     input: Any,
     ctx: ExecutionContext,
-    policy: HttpPolicy | None = None,
+    policy: HttpPolicy,
     ssl_context: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """Call the webhook of a registered function (module docstring) and return
@@ -152,7 +152,7 @@ async def run_webhook(
     ``url``, ``method``, ``headers`` and ``timeout_seconds`` come from the registry
     (``timeout_seconds`` ``None`` = :data:`DEFAULT_WEBHOOK_TIMEOUT`); ``input`` is the
     execution's (validated) input; ``ctx.credentials`` holds the resolved credential values.
-    ``policy`` defaults to the process's (``FLEET_HTTP_*``); ``ssl_context`` is for tests.
+    ``policy`` is the worker's (``FLEET_HTTP_*``); ``ssl_context`` is for tests.
     """
     verb = method.strip().upper()
     if verb not in client.METHODS:
@@ -212,12 +212,11 @@ class WebhookExecutor:
     ``webhook_headers``, and ``webhook_timeout_seconds`` (else the function's
     ``timeout_seconds``, else :data:`DEFAULT_WEBHOOK_TIMEOUT`) for the HTTP exchange.
 
-    ``policy``/``ssl_context``: see :func:`run_webhook` (``None`` = the process's policy and the
-    default verifying TLS context).
+    The policy is the calling worker's, read from ``ctx.resources.get(HttpPolicy)`` on each
+    call; ``ssl_context`` is for tests (``None``: the default verifying TLS context).
     """
 
-    def __init__(self, policy: HttpPolicy | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.policy = policy
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
 
     async def execute(self, function: FunctionRecord, data: Any, ctx: ExecutionContext) -> dict[str, Any]:
@@ -232,6 +231,6 @@ class WebhookExecutor:
             timeout_seconds=function.webhook_timeout_seconds or function.timeout_seconds,
             input=data,
             ctx=ctx,
-            policy=self.policy,
+            policy=ctx.resources.get(HttpPolicy),
             ssl_context=self.ssl_context,
         )
