@@ -10,18 +10,42 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.contract import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPIC_PREFIX, DLQ_SUFFIX
 
-__all__ = ["Settings", "default_home"]
+__all__ = ["PROVIDER_BASE_URLS", "Settings", "default_home"]
+
+
+#: Provider name → default base URL of its API (``FLEET_<PROVIDER>_BASE_URL`` overrides each).
+PROVIDER_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+    "perplexity": "https://api.perplexity.ai",
+    "fal": "https://queue.fal.run",
+    "firecrawl": "https://api.firecrawl.dev",
+    "superagent": "https://app.superagent.sh",
+    "v0": "https://api.v0.dev",
+    "slack": "https://slack.com/api",
+    "resend": "https://api.resend.com",
+    "github": "https://api.github.com",
+    "linear": "https://api.linear.app",
+    "webflow": "https://api.webflow.com",
+    "clerk": "https://api.clerk.com",
+    "stripe": "https://api.stripe.com",
+    "blob": "https://blob.vercel-storage.com",
+}
 
 
 def default_home() -> Path:
     return Path.home() / ".fleet"
+
+
+def _provider_url(provider: str) -> Any:
+    return Field(default=PROVIDER_BASE_URLS[provider], description=f"Base URL of the {provider} API.")
 
 
 class Settings(BaseSettings):
@@ -300,6 +324,48 @@ class Settings(BaseSettings):
         "`too_many_redirects`.",
     )
 
+    # Provider clients of the catalog built-ins (workers/providers.py)
+    openai_base_url: str = _provider_url("openai")
+    anthropic_base_url: str = _provider_url("anthropic")
+    perplexity_base_url: str = _provider_url("perplexity")
+    fal_base_url: str = _provider_url("fal")
+    firecrawl_base_url: str = _provider_url("firecrawl")
+    superagent_base_url: str = _provider_url("superagent")
+    v0_base_url: str = _provider_url("v0")
+    slack_base_url: str = _provider_url("slack")
+    resend_base_url: str = _provider_url("resend")
+    github_base_url: str = _provider_url("github")
+    linear_base_url: str = _provider_url("linear")
+    webflow_base_url: str = _provider_url("webflow")
+    clerk_base_url: str = _provider_url("clerk")
+    stripe_base_url: str = _provider_url("stripe")
+    blob_base_url: str = _provider_url("blob")
+    provider_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to connect to a provider API."
+    )
+    provider_read_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds to wait for a provider API's answer (LLMs are slow)."
+    )
+    provider_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts per provider call (429/5xx/connect errors retried)."
+    )
+    provider_backoff: float = Field(
+        default=0.5, ge=0, description="First backoff in seconds between attempts (doubles, with jitter)."
+    )
+    provider_max_retry_after: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest Retry-After honoured in-process; longer ones fail retryable at once.",
+    )
+    provider_max_connections: int = Field(
+        default=100, ge=1, description="Pooled connections per provider client."
+    )
+    fal_poll_interval: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds between fal queue polls (default: 1 s for images, 2 s for video).",
+    )
+
     @field_validator("extra_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
@@ -327,3 +393,11 @@ class Settings(BaseSettings):
     @property
     def state_file(self) -> Path:
         return self.home / "up.json"
+
+    def provider_base_url(self, provider: str) -> str:
+        """The base URL of ``provider``'s API, without a trailing slash; ``KeyError`` for an
+        unknown provider."""
+        if provider not in PROVIDER_BASE_URLS:
+            raise KeyError(f"unknown provider {provider!r}")
+        value: str = getattr(self, f"{provider}_base_url")
+        return value.rstrip("/")

@@ -1,22 +1,23 @@
-"""What the SaaS built-ins share: one pooled HTTP client per provider, retries, error mapping,
-and the input types that accept what the workflow builder's orchestrator sends.
+"""What the SaaS built-ins share: pooled HTTP clients per worker, retries, error mapping, and
+the input types that accept what the workflow builder's orchestrator sends.
 
-Calling a provider::
+Calling a provider from a handler::
 
-    body = await call_json("slack", "POST", "/chat.postMessage", headers=bearer(key), json={...},
-                           secrets=ctx.credentials.values())
+    body = await call_json(ctx, "slack", "POST", "/chat.postMessage", headers=bearer(key),
+                           json={...}, secrets=ctx.credentials.values())
 
-* one :class:`httpx.AsyncClient` per provider, created lazily and closed by
-  :func:`close_providers` (call it at worker shutdown; safe to call any number of times);
-* connect/read timeouts from :class:`ProviderSettings`;
+* each worker has its own :class:`ProviderClients`, built from the worker's
+  :class:`~shared.settings.Settings` by :class:`ProvidersExtension` (the ``ai``, ``comms`` and
+  ``dev-tools`` packages declare it) and reached through ``ctx.resources``; it holds one pooled
+  :class:`httpx.AsyncClient` per provider, created on first use and closed when the worker stops;
+* base URLs (``FLEET_<PROVIDER>_BASE_URL``), connect/read timeouts and attempts are settings
+  (``FLEET_PROVIDER_*``, listed by ``fleet config``);
 * 429 and 5xx are retried (at most ``FLEET_PROVIDER_MAX_ATTEMPTS`` attempts in all) after the
   ``Retry-After`` the provider asked for (seconds or an HTTP date) or an exponential backoff;
   connection failures (the request never reached the provider) are retried the same way;
 * a final non-2xx fails the execution with ``provider_error`` and details
   ``{provider, status, body}`` (body excerpt scrubbed of every known secret; request headers are
   never echoed), retryable for 429/5xx; a read timeout fails with ``timeout`` (retryable).
-
-Every base URL is overridable with ``FLEET_<PROVIDER>_BASE_URL`` (tests point them at fakes).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 from shared.contract import ErrorCode
 from shared.credentials import scrub_then_truncate
-from shared.errors import ExecutionFailed
-from shared.functions import on_shutdown
+from shared.errors import ConfigError, ExecutionFailed
+from shared.functions import ExecutionContext
+from shared.runtime.extension import BaseExtension, WorkerContext
+from shared.settings import PROVIDER_BASE_URLS, Settings
 
 if TYPE_CHECKING:  # imported on the first provider call: an idle worker does not pay for it
     import httpx
@@ -51,158 +53,25 @@ __all__ = [
     "LaxBool",
     "LaxFloat",
     "LaxInt",
-    "ProviderSettings",
+    "ProviderClients",
+    "ProvidersExtension",
     "bearer",
     "call",
     "call_json",
-    "close_providers",
-    "get_client",
     "numeric_options_schema",
     "parse_json_text",
     "parse_retry_after",
     "provider_failure",
-    "provider_settings",
     "unexpected_response",
 ]
 
 #: Provider name → default base URL (paths passed to :func:`call` are appended to it).
-PROVIDERS: dict[str, str] = {
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-    "perplexity": "https://api.perplexity.ai",
-    "fal": "https://queue.fal.run",
-    "firecrawl": "https://api.firecrawl.dev",
-    "superagent": "https://app.superagent.sh",
-    "v0": "https://api.v0.dev",
-    "slack": "https://slack.com/api",
-    "resend": "https://api.resend.com",
-    "github": "https://api.github.com",
-    "linear": "https://api.linear.app",
-    "webflow": "https://api.webflow.com",
-    "clerk": "https://api.clerk.com",
-    "stripe": "https://api.stripe.com",
-    "blob": "https://blob.vercel-storage.com",
-}
+PROVIDERS = PROVIDER_BASE_URLS
 
 log = structlog.get_logger("fleet.providers")
 
 BODY_EXCERPT_CHARS = 500
 _MESSAGE_CHARS = 300
-
-
-def _url(provider: str) -> Any:
-    return Field(default=PROVIDERS[provider], description=f"Base URL of the {provider} API.")
-
-
-class ProviderSettings(BaseSettings):
-    """Settings of the provider clients (``FLEET_*``). Frozen; read once per process (see
-    :func:`provider_settings`)."""
-
-    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="ignore")
-
-    openai_base_url: str = _url("openai")
-    anthropic_base_url: str = _url("anthropic")
-    perplexity_base_url: str = _url("perplexity")
-    fal_base_url: str = _url("fal")
-    firecrawl_base_url: str = _url("firecrawl")
-    superagent_base_url: str = _url("superagent")
-    v0_base_url: str = _url("v0")
-    slack_base_url: str = _url("slack")
-    resend_base_url: str = _url("resend")
-    github_base_url: str = _url("github")
-    linear_base_url: str = _url("linear")
-    webflow_base_url: str = _url("webflow")
-    clerk_base_url: str = _url("clerk")
-    stripe_base_url: str = _url("stripe")
-    blob_base_url: str = _url("blob")
-
-    provider_connect_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds to connect to a provider API."
-    )
-    provider_read_timeout: float = Field(
-        default=300.0, gt=0, description="Seconds to wait for a provider API's answer (LLMs are slow)."
-    )
-    provider_max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Attempts per provider call (429/5xx/connect errors retried)."
-    )
-    provider_backoff: float = Field(
-        default=0.5, ge=0, description="First backoff in seconds between attempts (doubles, with jitter)."
-    )
-    provider_max_retry_after: float = Field(
-        default=30.0,
-        ge=0,
-        description="Longest Retry-After honoured in-process; longer ones fail retryable at once.",
-    )
-    provider_max_connections: int = Field(
-        default=100, ge=1, description="Pooled connections per provider client."
-    )
-    fal_poll_interval: float | None = Field(
-        default=None,
-        ge=0,
-        description="Seconds between fal queue polls (default: 1 s for images, 2 s for video).",
-    )
-
-    def base_url(self, provider: str) -> str:
-        value = getattr(self, f"{provider}_base_url", None)
-        if not isinstance(value, str):
-            raise KeyError(f"unknown provider {provider!r}")
-        return value.rstrip("/")
-
-
-_settings: ProviderSettings | None = None
-_clients: dict[str, httpx.AsyncClient] = {}
-_client_loops: dict[str, asyncio.AbstractEventLoop | None] = {}
-
-
-def provider_settings() -> ProviderSettings:
-    """The process's :class:`ProviderSettings` (built from the environment on first use)."""
-    global _settings
-    if _settings is None:
-        _settings = ProviderSettings()
-    return _settings
-
-
-def get_client(provider: str) -> httpx.AsyncClient:
-    """The pooled client of ``provider`` (created on first use, and anew under another event
-    loop: pooled connections belong to the loop that opened them)."""
-    import httpx
-
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    client = _clients.get(provider)
-    if client is None or client.is_closed or _client_loops.get(provider) is not loop:
-        settings = provider_settings()
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.provider_read_timeout,
-                connect=settings.provider_connect_timeout,
-                pool=settings.provider_connect_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.provider_max_connections,
-                max_keepalive_connections=min(20, settings.provider_max_connections),
-            ),
-            headers={"User-Agent": "function-fleet"},
-            follow_redirects=False,
-        )
-        _clients[provider] = client
-        _client_loops[provider] = loop
-    return client
-
-
-@on_shutdown
-async def close_providers() -> None:
-    """Close every provider client and forget the settings (re-read from the environment on the
-    next call). Idempotent; for worker shutdown and tests."""
-    global _settings
-    clients = list(_clients.values())
-    _clients.clear()
-    _client_loops.clear()
-    _settings = None
-    for client in clients:
-        await client.aclose()
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -288,112 +157,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _backoff(settings: ProviderSettings, attempt: int) -> float:
+def _backoff(settings: Settings, attempt: int) -> float:
     base = settings.provider_backoff * (2 ** (attempt - 1))
     return float(base * (0.5 + random.random() / 2))
 
 
-# ---------------------------------------------------------------------------------- calls
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def call(
-    provider: str,
-    method: str,
-    path: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    json: Any = None,
-    data: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
-    content: bytes | str | None = None,
-    params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
-    secrets: Iterable[str] = (),
-    url: str | None = None,
-) -> httpx.Response:
-    """Send one request to ``provider`` with retries; the 2xx response, or raise
-    :class:`~shared.errors.ExecutionFailed` (``provider_error`` / ``timeout``).
-
-    ``url`` (absolute) replaces base URL + ``path`` (for URLs a provider handed back)."""
-    import httpx
-
-    settings = provider_settings()
-    client = get_client(provider)
-    target = url or f"{settings.base_url(provider)}{path}"
-    secrets = list(secrets)
-    attempts = settings.provider_max_attempts
-    clean_params = _clean_params(params)
-    for attempt in range(1, attempts + 1):
-        try:
-            response = await client.request(
-                method,
-                target,
-                headers=dict(headers or {}),
-                json=json,
-                data=data,  # type: ignore[arg-type]
-                content=content,
-                params=clean_params,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never reached the provider: safe to try again.
-            if attempt < attempts:
-                delay = _backoff(settings, attempt)
-                log.info(
-                    "provider unreachable; retrying",
-                    provider=provider,
-                    error=type(exc).__name__,
-                    attempt=attempt,
-                    retry_in=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-                continue
-            if isinstance(exc, httpx.TimeoutException):
-                raise _timeout(provider, "connect", settings) from None
-            raise provider_failure(
-                provider,
-                None,
-                "",
-                secrets=secrets,
-                retryable=True,
-                message=f"unreachable ({type(exc).__name__})",
-            ) from None
-        except httpx.TimeoutException:
-            raise _timeout(provider, "read", settings) from None
-        except httpx.TransportError as exc:
-            raise provider_failure(
-                provider,
-                None,
-                "",
-                secrets=secrets,
-                retryable=True,
-                message=f"connection failed ({type(exc).__name__})",
-            ) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return response
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt < attempts:
-                delay = retry_after if retry_after is not None else _backoff(settings, attempt)
-                if delay <= settings.provider_max_retry_after:
-                    log.info(
-                        "provider busy; retrying",
-                        provider=provider,
-                        status=status,
-                        attempt=attempt,
-                        retry_in=round(delay, 3),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-            extra = {"attempts": attempt}
-            if retry_after is not None:
-                extra["retry_after"] = retry_after  # type: ignore[assignment]
-            raise provider_failure(provider, status, response.text, secrets=secrets, extra=extra)
-        raise provider_failure(provider, status, response.text, secrets=secrets)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _timeout(provider: str, phase: str, settings: ProviderSettings) -> ExecutionFailed:
+def _timeout(provider: str, phase: str, settings: Settings) -> ExecutionFailed:
     limit = settings.provider_connect_timeout if phase == "connect" else settings.provider_read_timeout
     return ExecutionFailed(
         f"{provider} did not answer within {limit:g}s ({phase})",
@@ -418,15 +187,194 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-async def call_json(provider: str, method: str, path: str, **kwargs: Any) -> Any:
-    """:func:`call`, then the response body as JSON (``None`` for an empty body)."""
-    response = await call(provider, method, path, **kwargs)
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        raise unexpected_response(provider, response, "body is not JSON") from None
+# ---------------------------------------------------------------------------------- clients
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class ProviderClients:
+    """One worker's provider clients: one pooled :class:`httpx.AsyncClient` per provider, built
+    on first use from :attr:`settings`, all closed by :meth:`aclose` (idempotent). A call after
+    :meth:`aclose` is a wiring bug (:class:`~shared.errors.ConfigError`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def client(self, provider: str) -> httpx.AsyncClient:
+        """The pooled client of ``provider`` (created on first use)."""
+        import httpx
+
+        if self._closed:
+            raise ConfigError("the provider clients of this worker are closed")
+        client = self._clients.get(provider)
+        if client is None:
+            settings = self.settings
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    settings.provider_read_timeout,
+                    connect=settings.provider_connect_timeout,
+                    pool=settings.provider_connect_timeout,
+                ),
+                limits=httpx.Limits(
+                    max_connections=settings.provider_max_connections,
+                    max_keepalive_connections=min(20, settings.provider_max_connections),
+                ),
+                headers={"User-Agent": "function-fleet"},
+                follow_redirects=False,
+            )
+            self._clients[provider] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client; later calls fail. Safe to call any number of times."""
+        self._closed = True
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            await client.aclose()
+
+    async def call(
+        self,
+        provider: str,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        content: bytes | str | None = None,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        secrets: Iterable[str] = (),
+        url: str | None = None,
+    ) -> httpx.Response:
+        """Send one request to ``provider`` with retries; the 2xx response, or raise
+        :class:`~shared.errors.ExecutionFailed` (``provider_error`` / ``timeout``).
+
+        ``url`` (absolute) replaces base URL + ``path`` (for URLs a provider handed back)."""
+        import httpx
+
+        settings = self.settings
+        client = self.client(provider)
+        target = url or f"{settings.provider_base_url(provider)}{path}"
+        secrets = list(secrets)
+        attempts = settings.provider_max_attempts
+        clean_params = _clean_params(params)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await client.request(
+                    method,
+                    target,
+                    headers=dict(headers or {}),
+                    json=json,
+                    data=data,  # type: ignore[arg-type]
+                    content=content,
+                    params=clean_params,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never reached the provider: safe to try again.
+                if attempt < attempts:
+                    delay = _backoff(settings, attempt)
+                    log.info(
+                        "provider unreachable; retrying",
+                        provider=provider,
+                        error=type(exc).__name__,
+                        attempt=attempt,
+                        retry_in=round(delay, 3),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if isinstance(exc, httpx.TimeoutException):
+                    raise _timeout(provider, "connect", settings) from None
+                raise provider_failure(
+                    provider,
+                    None,
+                    "",
+                    secrets=secrets,
+                    retryable=True,
+                    message=f"unreachable ({type(exc).__name__})",
+                ) from None
+            except httpx.TimeoutException:
+                raise _timeout(provider, "read", settings) from None
+            except httpx.TransportError as exc:
+                raise provider_failure(
+                    provider,
+                    None,
+                    "",
+                    secrets=secrets,
+                    retryable=True,
+                    message=f"connection failed ({type(exc).__name__})",
+                ) from None
+            status = response.status_code
+            if 200 <= status < 300:
+                return response
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if attempt < attempts:
+                    delay = retry_after if retry_after is not None else _backoff(settings, attempt)
+                    if delay <= settings.provider_max_retry_after:
+                        log.info(
+                            "provider busy; retrying",
+                            provider=provider,
+                            status=status,
+                            attempt=attempt,
+                            retry_in=round(delay, 3),
+                        )
+                        await asyncio.sleep(delay)
+                        continue
+                extra = {"attempts": attempt}
+                if retry_after is not None:
+                    extra["retry_after"] = retry_after  # type: ignore[assignment]
+                raise provider_failure(provider, status, response.text, secrets=secrets, extra=extra)
+            raise provider_failure(provider, status, response.text, secrets=secrets)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call_json(self, provider: str, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`call`, then the response body as JSON (``None`` for an empty body)."""
+        response = await self.call(provider, method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise unexpected_response(provider, response, "body is not JSON") from None
+
+
+def clients_of(ctx: ExecutionContext) -> ProviderClients:
+    """The provider clients of the worker running ``ctx``'s call."""
+    return ctx.resources.get(ProviderClients)
+
+
+async def call(ctx: ExecutionContext, provider: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """:meth:`ProviderClients.call` with the clients of the worker running ``ctx``'s call."""
+    return await clients_of(ctx).call(provider, method, path, **kwargs)
+
+
+async def call_json(ctx: ExecutionContext, provider: str, method: str, path: str, **kwargs: Any) -> Any:
+    """:meth:`ProviderClients.call_json` with the clients of the worker running ``ctx``'s call."""
+    return await clients_of(ctx).call_json(provider, method, path, **kwargs)
+
+
+class ProvidersExtension(BaseExtension):
+    """Gives a worker its own :class:`ProviderClients` (``ctx.resources``) and closes them when
+    the worker stops."""
+
+    name = "providers"
+
+    def __init__(self, settings: Settings) -> None:
+        self.clients = ProviderClients(settings)
+
+    async def start(self, ctx: WorkerContext) -> bool:
+        ctx.resources.provide(ProviderClients, self.clients)
+        return True
+
+    async def stop(self) -> None:
+        await self.clients.aclose()
 
 
 # ---------------------------------------------------------------------------------- inputs

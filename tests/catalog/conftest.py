@@ -1,6 +1,7 @@
-"""Fixtures for the catalog built-ins: provider fakes wired through ``FLEET_<PROVIDER>_BASE_URL``
-and credentials through ``FLEET_SECRET_<KEY>``, and a harness that runs a function through the
-worker's own middleware chain (validation, credentials, timeout) without a broker."""
+"""Fixtures for the catalog built-ins: provider fakes wired in through the base URL settings
+(``Settings.<provider>_base_url``) and credentials through ``FLEET_SECRET_<KEY>``, and a harness
+that runs a function through the worker's own middleware chain (validation, credentials,
+timeout) with the provider clients a worker would have, without a broker."""
 
 from __future__ import annotations
 
@@ -12,34 +13,37 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.assemble import load_functions
+from shared.assemble import create_worker, load_functions
 from shared.contract import EVENT_REQUESTED, ExecutionResult, RequestData
 from shared.credentials import CredentialResolver, CredentialsMiddleware, EnvSecretSource
 from shared.errors import ExecutionFailed
 from shared.functions import BUILTINS, ExecutionContext
+from shared.resources import Resources
 from shared.runtime.envelope import RequestEvent
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import Call, compose, default_middleware
+from shared.settings import Settings
+from tests.conftest import running
 from tests.fakes.providers import APIS, CREDENTIALS, FakeProvider
-from workers.providers import close_providers
+from workers.providers import ProviderClients
 
 Invoke = Callable[..., Awaitable[ExecutionResult]]
 StartFake = Callable[..., Awaitable[FakeProvider]]
-
-
-@pytest.fixture(autouse=True)
-async def _provider_clients(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
-    """Fresh provider settings and clients per test; every client closed after it."""
-    monkeypatch.setenv("FLEET_PROVIDER_BACKOFF", "0")
-    monkeypatch.setenv("FLEET_FAL_POLL_INTERVAL", "0")
-    await close_providers()
-    yield
-    await close_providers()
+#: Settings fields of this test's provider clients (base URLs of the fakes started, timings).
+ProviderConfig = dict[str, Any]
 
 
 @pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartFake]:
-    """``await fake("slack")`` starts the Slack fake, points FLEET_SLACK_BASE_URL at it and sets
+def provider_config() -> ProviderConfig:
+    """What the provider clients of this test are built with, on top of the defaults: no backoff
+    or poll wait; :func:`fake` adds the base URL of each fake it starts. A test may add more
+    (``provider_config["provider_max_attempts"] = 1``) before it invokes."""
+    return {"provider_backoff": 0.0, "fal_poll_interval": 0.0}
+
+
+@pytest.fixture
+async def fake(monkeypatch: pytest.MonkeyPatch, provider_config: ProviderConfig) -> AsyncIterator[StartFake]:
+    """``await fake("slack")`` starts the Slack fake, points ``slack_base_url`` at it and sets
     its credentials (``credentials=False``: makes sure they are absent)."""
     started: list[FakeProvider] = []
 
@@ -47,7 +51,7 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartFake]:
         keys = CREDENTIALS[provider]
         instance = await FakeProvider(provider, APIS[provider], next(iter(keys.values()))).start()
         started.append(instance)
-        monkeypatch.setenv(f"FLEET_{provider.upper()}_BASE_URL", instance.base_url)
+        provider_config[f"{provider}_base_url"] = instance.base_url
         for key, value in keys.items():
             if credentials:
                 monkeypatch.setenv(f"FLEET_SECRET_{key}", value)
@@ -60,14 +64,47 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartFake]:
         await instance.close()
 
 
+@pytest.fixture
+def run_worker(settings: Settings, provider_config: ProviderConfig) -> Callable[..., Any]:
+    """Like the root ``run_worker``, with this test's provider settings (read when it is called,
+    so after the fakes started)."""
+
+    def factory(domain: str = "ai", worker_settings: Settings | None = None, **kwargs: Any) -> Any:
+        base = worker_settings or settings
+        return running(create_worker(domain, base.model_copy(update=provider_config), **kwargs))
+
+    return factory
+
+
 async def run_function(
-    slug: str, input: dict[str, Any], *, execution_id: str | None = None
+    slug: str,
+    input: dict[str, Any],
+    *,
+    execution_id: str | None = None,
+    settings: Settings | None = None,
+    clients: ProviderClients | None = None,
 ) -> ExecutionResult:
-    """Run ``slug`` through the default middleware chain + credentials, like a worker does."""
+    """Run ``slug`` through the default middleware chain + credentials, like a worker does, with
+    ``clients`` (default: a fresh :class:`ProviderClients` of ``settings``, closed after)."""
+    settings = settings or Settings()
+    if clients is not None:
+        return await _run(slug, input, execution_id, settings, clients)
+    clients = ProviderClients(settings)
+    try:
+        return await _run(slug, input, execution_id, settings, clients)
+    finally:
+        await clients.aclose()
+
+
+async def _run(
+    slug: str, input: dict[str, Any], execution_id: str | None, settings: Settings, clients: ProviderClients
+) -> ExecutionResult:
     load_functions()
     spec = BUILTINS.get(slug)
     assert spec is not None, f"no built-in {slug}"
     execution_id = execution_id or str(uuid.uuid4())
+    resources = Resources()
+    resources.provide(ProviderClients, clients)
     chain = compose(
         default_middleware(
             Metrics(), before_timeout=[CredentialsMiddleware(CredentialResolver([EnvSecretSource()]))]
@@ -82,7 +119,14 @@ async def run_function(
     call = Call(
         event=event,
         spec=spec,
-        ctx=ExecutionContext(execution_id=execution_id, function=slug, attempt=1, domain=spec.domain or "ai"),
+        ctx=ExecutionContext(
+            execution_id=execution_id,
+            function=slug,
+            attempt=1,
+            domain=spec.domain or "ai",
+            settings=settings,
+            resources=resources,
+        ),
         input=input,
         timeout=spec.timeout_seconds or 300.0,
         started_monotonic=time.monotonic(),
@@ -102,5 +146,12 @@ async def run_function(
 
 
 @pytest.fixture
-def invoke() -> Invoke:
-    return run_function
+def invoke(provider_config: ProviderConfig) -> Invoke:
+    """``await invoke(slug, input)`` runs ``slug`` with provider clients built from this test's
+    :func:`provider_config` as it is at the call."""
+
+    async def run(slug: str, input: dict[str, Any], **kwargs: Any) -> ExecutionResult:
+        kwargs.setdefault("settings", Settings(**provider_config))
+        return await run_function(slug, input, **kwargs)
+
+    return run

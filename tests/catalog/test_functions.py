@@ -12,9 +12,12 @@ from jsonschema import Draft202012Validator
 from shared.assemble import load_functions
 from shared.contract import ErrorCode
 from shared.functions import BUILTINS, ExecutionContext
+from shared.resources import Resources
+from shared.settings import Settings
 from tests.catalog.cases import CASES, Case
-from tests.catalog.conftest import Invoke, StartFake
+from tests.catalog.conftest import Invoke, ProviderConfig, StartFake
 from tests.fakes.providers import CREDENTIALS
+from workers.providers import ProviderClients
 
 EMAIL = {
     "emailFrom": "ops@acme.test",
@@ -253,12 +256,18 @@ async def test_fal_gives_up_after_the_poll_budget(
     assert len(api.requests) == 4
 
 
-async def test_linear_uses_the_configured_team_without_querying_teams(fake: StartFake) -> None:
+async def test_linear_uses_the_configured_team_without_querying_teams(
+    fake: StartFake, provider_config: ProviderConfig
+) -> None:
     # LINEAR_TEAM_ID is optional, so not declared: used when the runtime supplies it.
     from workers.dev_tools import linear
 
     api = await fake("linear")
+    clients = ProviderClients(Settings(**provider_config))
+    resources = Resources()
+    resources.provide(ProviderClients, clients)
     ctx = ExecutionContext(
+        resources=resources,
         execution_id="e-1",
         function="linear/create-ticket",
         attempt=1,
@@ -266,7 +275,10 @@ async def test_linear_uses_the_configured_team_without_querying_teams(fake: Star
         credentials={"LINEAR_API_KEY": CREDENTIALS["linear"]["LINEAR_API_KEY"], "LINEAR_TEAM_ID": "team-42"},
     )
     data = linear.CreateTicketInput.model_validate({"ticketTitle": "T", "ticketPriority": 0})
-    output = await linear.create_ticket(data, ctx)
+    try:
+        output = await linear.create_ticket(data, ctx)
+    finally:
+        await clients.aclose()
     assert output.data.id == "issue-1"
     assert api.only().json["variables"]["input"] == {"title": "T", "teamId": "team-42", "priority": 0}
 

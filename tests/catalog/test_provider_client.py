@@ -3,23 +3,17 @@ settings and client lifecycle (driven through real built-ins against the fakes).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from shared.contract import ErrorCode
-from tests.catalog.conftest import Invoke, StartFake
+from shared.errors import ConfigError
+from shared.settings import Settings
+from tests.catalog.conftest import Invoke, ProviderConfig, StartFake
 from tests.fakes.providers import CREDENTIALS, Reply
-from workers.providers import (
-    ProviderSettings,
-    close_providers,
-    get_client,
-    parse_retry_after,
-    provider_settings,
-)
+from workers.providers import ProviderClients, parse_retry_after
 
 SLACK_INPUT = {"slackChannel": "#ops", "slackMessage": "hi"}
 
@@ -56,9 +50,9 @@ async def test_server_errors_are_retried_until_attempts_run_out(fake: StartFake,
 
 
 async def test_attempts_are_configurable(
-    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+    fake: StartFake, invoke: Invoke, provider_config: ProviderConfig
 ) -> None:
-    monkeypatch.setenv("FLEET_PROVIDER_MAX_ATTEMPTS", "1")
+    provider_config["provider_max_attempts"] = 1
     api = await fake("slack")
     api.fail_next(500, {"ok": False, "error": "internal_error"})
     result = await invoke("slack/send-message", SLACK_INPUT)
@@ -90,9 +84,9 @@ async def test_retry_after_beyond_the_limit_fails_at_once_retryable(fake: StartF
 
 
 async def test_read_timeout_fails_with_timeout_retryable(
-    fake: StartFake, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+    fake: StartFake, invoke: Invoke, provider_config: ProviderConfig
 ) -> None:
-    monkeypatch.setenv("FLEET_PROVIDER_READ_TIMEOUT", "0.2")
+    provider_config["provider_read_timeout"] = 0.2
     api = await fake("slack")
     api.reply("POST", "/chat.postMessage", Reply(200, {"ok": True, "ts": "1", "channel": "C1"}, delay=1.0))
     result = await invoke("slack/send-message", SLACK_INPUT)
@@ -104,12 +98,12 @@ async def test_read_timeout_fails_with_timeout_retryable(
 
 
 async def test_unreachable_provider_is_retried_then_fails_retryable(
-    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, provider_config: ProviderConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("FLEET_SLACK_BASE_URL", f"http://127.0.0.1:{port}/api")
+    provider_config["slack_base_url"] = f"http://127.0.0.1:{port}/api"
     monkeypatch.setenv("FLEET_SECRET_SLACK_API_KEY", CREDENTIALS["slack"]["SLACK_API_KEY"])
     result = await invoke("slack/send-message", SLACK_INPUT)
     assert result.error is not None
@@ -154,27 +148,26 @@ async def test_wrong_auth_form_is_rejected_by_the_fake(fake: StartFake, invoke: 
 def test_settings_read_base_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_SLACK_BASE_URL", "http://slack.internal/api/")
     monkeypatch.setenv("FLEET_PROVIDER_MAX_ATTEMPTS", "5")
-    settings = ProviderSettings()
-    assert settings.base_url("slack") == "http://slack.internal/api"
-    assert settings.base_url("openai") == "https://api.openai.com"
+    settings = Settings()
+    assert settings.provider_base_url("slack") == "http://slack.internal/api"
+    assert settings.provider_base_url("openai") == "https://api.openai.com"
     assert settings.provider_max_attempts == 5
     with pytest.raises(KeyError):
-        settings.base_url("nope")
+        settings.provider_base_url("nope")
     with pytest.raises(ValueError, match="frozen"):
         settings.provider_max_attempts = 1
 
 
-async def test_one_pooled_client_per_provider_closed_by_close_providers() -> None:
-    first = get_client("slack")
-    assert get_client("slack") is first
-    assert get_client("github") is not first
-    assert provider_settings() is provider_settings()
-    await close_providers()
+async def test_one_pooled_client_per_provider_closed_by_aclose() -> None:
+    clients = ProviderClients(Settings())
+    first = clients.client("slack")
+    assert clients.client("slack") is first
+    assert clients.client("github") is not first
+    await clients.aclose()
     assert first.is_closed
-    await close_providers()  # idempotent
-    second = get_client("slack")
-    assert second is not first
-    assert not second.is_closed
+    await clients.aclose()  # idempotent
+    with pytest.raises(ConfigError, match="closed"):
+        clients.client("slack")
 
 
 async def test_redirects_are_not_followed(fake: StartFake, invoke: Invoke) -> None:
@@ -187,18 +180,3 @@ async def test_redirects_are_not_followed(fake: StartFake, invoke: Invoke) -> No
     assert result.error.details["status"] == 302
     assert result.error.retryable is False
     assert len(api.requests) == 1
-
-
-def test_a_new_event_loop_gets_a_new_client() -> None:
-    async def current() -> httpx.AsyncClient:
-        client = get_client("clerk")
-        assert get_client("clerk") is client
-        return client
-
-    first = asyncio.run(current())  # left open: bound to a loop that is gone
-    second = asyncio.run(current())
-    assert second is not first
-    assert not first.is_closed
-    asyncio.run(first.aclose())
-    asyncio.run(close_providers())
-    assert second.is_closed

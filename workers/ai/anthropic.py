@@ -62,6 +62,7 @@ async def generate_text(data: GenerateTextInput, ctx: ExecutionContext) -> dict[
         ]
         payload["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
     body = await call_json(
+        ctx,
         PROVIDER,
         "POST",
         "/v1/messages",

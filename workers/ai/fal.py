@@ -21,9 +21,9 @@ from workers.providers import (
     CatalogInput,
     LaxInt,
     call_json,
+    clients_of,
     numeric_options_schema,
     provider_failure,
-    provider_settings,
     unexpected_response,
 )
 
@@ -48,13 +48,17 @@ def _same_origin(url: Any, base: str) -> str:
     return url
 
 
-async def run_queue(key: str, model: str, payload: dict[str, Any], *, interval: float, max_polls: int) -> Any:
+async def run_queue(
+    ctx: ExecutionContext, key: str, model: str, payload: dict[str, Any], *, interval: float, max_polls: int
+) -> Any:
     """Submit ``payload`` to ``model``'s queue and wait for its result."""
-    settings = provider_settings()
-    base = settings.base_url(PROVIDER)
+    settings = clients_of(ctx).settings
+    base = settings.provider_base_url(PROVIDER)
     interval = settings.fal_poll_interval if settings.fal_poll_interval is not None else interval
     headers = _headers(key)
-    submitted = await call_json(PROVIDER, "POST", f"/{model}", headers=headers, json=payload, secrets=[key])
+    submitted = await call_json(
+        ctx, PROVIDER, "POST", f"/{model}", headers=headers, json=payload, secrets=[key]
+    )
     if not isinstance(submitted, dict):
         raise unexpected_response(PROVIDER, None, "submit answer is not an object")
     if submitted.get("status") not in PENDING and "status_url" not in submitted:
@@ -62,12 +66,12 @@ async def run_queue(key: str, model: str, payload: dict[str, Any], *, interval: 
     status_url = _same_origin(submitted.get("status_url"), base)
     response_url = _same_origin(submitted.get("response_url"), base)
     for _ in range(max_polls):
-        status = await call_json(PROVIDER, "GET", "", url=status_url, headers=headers, secrets=[key])
+        status = await call_json(ctx, PROVIDER, "GET", "", url=status_url, headers=headers, secrets=[key])
         state = status.get("status") if isinstance(status, dict) else None
         if state == "COMPLETED":
             if isinstance(status, dict) and status.get("error"):
                 raise provider_failure(PROVIDER, 200, "", retryable=False, message=str(status["error"]))
-            return await call_json(PROVIDER, "GET", "", url=response_url, headers=headers, secrets=[key])
+            return await call_json(ctx, PROVIDER, "GET", "", url=response_url, headers=headers, secrets=[key])
         if state not in PENDING:
             raise unexpected_response(PROVIDER, None, f"queue status {state!r}")
         await asyncio.sleep(interval)
@@ -148,6 +152,7 @@ class GenerateImageInput(CatalogInput):
 )
 async def generate_image(data: GenerateImageInput, ctx: ExecutionContext) -> ImageOutput:
     result = await run_queue(
+        ctx,
         ctx.credentials[KEY],
         data.model,
         {"prompt": data.prompt, "image_size": data.imageSize, "num_images": data.numImages},
@@ -194,7 +199,7 @@ async def generate_video(data: GenerateVideoInput, ctx: ExecutionContext) -> Vid
     payload: dict[str, Any] = {"prompt": data.prompt}
     if data.imageUrl:
         payload["image_url"] = data.imageUrl
-    result = await run_queue(ctx.credentials[KEY], data.model, payload, interval=2.0, max_polls=300)
+    result = await run_queue(ctx, ctx.credentials[KEY], data.model, payload, interval=2.0, max_polls=300)
     video = result.get("video") if isinstance(result, dict) else None
     if not isinstance(video, dict) or not isinstance(video.get("url"), str):
         raise unexpected_response(PROVIDER, None, "no video url")
@@ -224,6 +229,7 @@ class UpscaleImageInput(CatalogInput):
 )
 async def upscale_image(data: UpscaleImageInput, ctx: ExecutionContext) -> ImageOutput:
     result = await run_queue(
+        ctx,
         ctx.credentials[KEY],
         data.model,
         {"image_url": data.imageUrl, "scale": int(data.scale)},
@@ -253,7 +259,12 @@ class RemoveBackgroundInput(CatalogInput):
 )
 async def remove_background(data: RemoveBackgroundInput, ctx: ExecutionContext) -> UrlOutput:
     result = await run_queue(
-        ctx.credentials[KEY], "fal-ai/birefnet", {"image_url": data.imageUrl}, interval=1.0, max_polls=600
+        ctx,
+        ctx.credentials[KEY],
+        "fal-ai/birefnet",
+        {"image_url": data.imageUrl},
+        interval=1.0,
+        max_polls=600,
     )
     return UrlOutput(data=UrlData(imageUrl=_image(result, first_of=None)["url"]))
 
@@ -284,6 +295,7 @@ class ImageToImageInput(CatalogInput):
 )
 async def image_to_image(data: ImageToImageInput, ctx: ExecutionContext) -> ImageOutput:
     result = await run_queue(
+        ctx,
         ctx.credentials[KEY],
         data.model,
         {"image_url": data.imageUrl, "prompt": data.prompt, "strength": float(data.strength)},

@@ -16,8 +16,8 @@ KEY = "FIRECRAWL_API_KEY"
 DOMAIN = "ai"
 
 
-async def _post(key: str, path: str, payload: dict[str, Any]) -> Any:
-    response = await call(PROVIDER, "POST", path, headers=bearer(key), json=payload, secrets=[key])
+async def _post(ctx: ExecutionContext, key: str, path: str, payload: dict[str, Any]) -> Any:
+    response = await call(ctx, PROVIDER, "POST", path, headers=bearer(key), json=payload, secrets=[key])
     try:
         body = response.json()
     except ValueError:
@@ -50,7 +50,7 @@ class ScrapeOutput(BaseModel):
 )
 async def scrape(data: ScrapeInput, ctx: ExecutionContext) -> ScrapeOutput:
     key = ctx.credentials[KEY]
-    page = await _post(key, "/v1/scrape", {"url": data.url, "formats": ["markdown"]})
+    page = await _post(ctx, key, "/v1/scrape", {"url": data.url, "formats": ["markdown"]})
     if not isinstance(page, dict) or not isinstance(page.get("markdown"), str):
         raise unexpected_response(PROVIDER, None, "no data.markdown")
     metadata = page.get("metadata")
@@ -81,7 +81,7 @@ async def search(data: SearchInput, ctx: ExecutionContext) -> SearchOutput:
     payload: dict[str, Any] = {"query": data.query}
     if data.limit is not None:
         payload["limit"] = data.limit
-    results = await _post(key, "/v1/search", payload)
+    results = await _post(ctx, key, "/v1/search", payload)
     if not isinstance(results, list):
         raise unexpected_response(PROVIDER, None, "no data list")
     return SearchOutput(data=[r for r in results if isinstance(r, dict)])

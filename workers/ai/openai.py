@@ -56,7 +56,7 @@ async def generate_text(data: GenerateTextInput, ctx: ExecutionContext) -> dict[
             "json_schema": {"name": "result", "strict": True, "schema": object_schema(fields)},
         }
     body = await call_json(
-        PROVIDER, "POST", "/v1/chat/completions", headers=bearer(key), json=payload, secrets=[key]
+        ctx, PROVIDER, "POST", "/v1/chat/completions", headers=bearer(key), json=payload, secrets=[key]
     )
     text = _message_text(body)
     if fields:
@@ -88,6 +88,7 @@ class GenerateImageOutput(BaseModel):
 async def generate_image(data: GenerateImageInput, ctx: ExecutionContext) -> GenerateImageOutput:
     key = ctx.credentials[KEY]
     body = await call_json(
+        ctx,
         PROVIDER,
         "POST",
         "/v1/images/generations",

@@ -38,7 +38,7 @@ SEARCH_DOMAINS: dict[str, list[str]] = {
 
 
 async def _complete(
-    key: str, model: str, system: str, user: str, domains: list[str] | None = None
+    ctx: ExecutionContext, key: str, model: str, system: str, user: str, domains: list[str] | None = None
 ) -> tuple[str, list[str], str]:
     payload: dict[str, Any] = {
         "model": model,
@@ -48,7 +48,7 @@ async def _complete(
     if domains:
         payload["search_domain_filter"] = domains
     body = await call_json(
-        PROVIDER, "POST", "/chat/completions", headers=bearer(key), json=payload, secrets=[key]
+        ctx, PROVIDER, "POST", "/chat/completions", headers=bearer(key), json=payload, secrets=[key]
     )
     try:
         answer = body["choices"][0]["message"]["content"]
@@ -95,7 +95,7 @@ class SearchInput(CatalogInput):
 async def search(data: SearchInput, ctx: ExecutionContext) -> AnswerOutput:
     key = ctx.credentials[KEY]
     answer, citations, model = await _complete(
-        key, "sonar", SEARCH_SYSTEM, data.query, SEARCH_DOMAINS.get(data.searchFocus)
+        ctx, key, "sonar", SEARCH_SYSTEM, data.query, SEARCH_DOMAINS.get(data.searchFocus)
     )
     return AnswerOutput(data=AnswerData(answer=answer, citations=citations, model=model))
 
@@ -120,7 +120,7 @@ class AskInput(CatalogInput):
 async def ask(data: AskInput, ctx: ExecutionContext) -> AnswerOutput:
     key = ctx.credentials[KEY]
     answer, citations, model = await _complete(
-        key, data.model, data.systemPrompt or ASK_SYSTEM, data.question
+        ctx, key, data.model, data.systemPrompt or ASK_SYSTEM, data.question
     )
     return AnswerOutput(data=AnswerData(answer=answer, citations=citations, model=model))
 
@@ -154,5 +154,7 @@ class ReportOutput(BaseModel):
 )
 async def research(data: ResearchInput, ctx: ExecutionContext) -> ReportOutput:
     key = ctx.credentials[KEY]
-    report, citations, model = await _complete(key, "sonar-pro", RESEARCH_SYSTEMS[data.depth], data.topic)
+    report, citations, model = await _complete(
+        ctx, key, "sonar-pro", RESEARCH_SYSTEMS[data.depth], data.topic
+    )
     return ReportOutput(data=ReportData(report=report, citations=citations, model=model))

@@ -58,7 +58,7 @@ class GuardOutput(BaseModel):
 async def guard(data: GuardInput, ctx: ExecutionContext) -> GuardOutput:
     key = ctx.credentials[KEY]
     body = await call_json(
-        PROVIDER, "POST", "/api/guard", headers=bearer(key), json={"text": data.text}, secrets=[key]
+        ctx, PROVIDER, "POST", "/api/guard", headers=bearer(key), json={"text": data.text}, secrets=[key]
     )
     message = _message(body)
     content = message.get("content")
@@ -108,7 +108,9 @@ async def redact(data: RedactInput, ctx: ExecutionContext) -> RedactOutput:
     if data.entities:
         payload["entities"] = data.entities
     message = _message(
-        await call_json(PROVIDER, "POST", "/api/redact", headers=bearer(key), json=payload, secrets=[key])
+        await call_json(
+            ctx, PROVIDER, "POST", "/api/redact", headers=bearer(key), json=payload, secrets=[key]
+        )
     )
     content = message.get("content")
     reasoning = message.get("reasoning")

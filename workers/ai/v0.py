@@ -59,7 +59,7 @@ async def create_chat(data: CreateChatInput, ctx: ExecutionContext) -> CreateCha
     if data.system:
         payload["system"] = data.system
     chat = _chat(
-        await call_json(PROVIDER, "POST", "/v1/chats", headers=bearer(key), json=payload, secrets=[key])
+        await call_json(ctx, PROVIDER, "POST", "/v1/chats", headers=bearer(key), json=payload, secrets=[key])
     )
     url = chat.get("webUrl") or chat.get("url")
     return CreateChatOutput(
@@ -92,6 +92,7 @@ async def send_message(data: SendMessageInput, ctx: ExecutionContext) -> SendMes
     key = ctx.credentials[KEY]
     chat = _chat(
         await call_json(
+            ctx,
             PROVIDER,
             "POST",
             f"/v1/chats/{quote(data.chatId, safe='')}/messages",

@@ -1,5 +1,16 @@
-"""The `comms` domain worker's functions. Importing this package registers its built-ins."""
+"""The `comms` domain worker's functions. Importing this package registers its built-ins;
+its `extensions` give each worker its own provider clients."""
 
+from __future__ import annotations
+
+from shared.runtime.extension import Extension
+from shared.settings import Settings
 from workers.comms import resend, slack
+from workers.providers import ProvidersExtension
 
-__all__ = ["resend", "slack"]
+__all__ = ["extensions", "resend", "slack"]
+
+
+def extensions(settings: Settings) -> list[Extension]:
+    """This worker's provider clients (its own pool, closed when it stops)."""
+    return [ProvidersExtension(settings)]

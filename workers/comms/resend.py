@@ -90,6 +90,7 @@ async def send_email(data: SendEmailInput, ctx: ExecutionContext) -> SendEmailOu
     if data.emailScheduledAt:
         body["scheduled_at"] = data.emailScheduledAt
     answer = await call_json(
+        ctx,
         PROVIDER,
         "POST",
         "/emails",

@@ -39,6 +39,7 @@ class SendMessageOutput(BaseModel):
 async def send_message(data: SendMessageInput, ctx: ExecutionContext) -> SendMessageOutput:
     key = ctx.credentials[KEY]
     response = await call(
+        ctx,
         PROVIDER,
         "POST",
         "/chat.postMessage",

@@ -54,6 +54,7 @@ async def put_blob(data: PutBlobInput, ctx: ExecutionContext) -> PutBlobOutput:
     if data.contentType:
         headers["x-content-type"] = data.contentType
     body = await call_json(
+        ctx,
         PROVIDER,
         "PUT",
         f"/{quote(data.pathname.lstrip('/'), safe='/')}",
@@ -98,6 +99,7 @@ class ListBlobsOutput(BaseModel):
 async def list_blobs(data: ListBlobsInput, ctx: ExecutionContext) -> ListBlobsOutput:
     token = ctx.credentials[KEY]
     body = await call_json(
+        ctx,
         PROVIDER,
         "GET",
         "/",

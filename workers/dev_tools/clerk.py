@@ -97,7 +97,7 @@ def _profile(data: Any) -> dict[str, Any]:
 async def get_user(data: UserIdInput, ctx: ExecutionContext) -> UserOutput:
     key = ctx.credentials[KEY]
     return _user(
-        await call_json(PROVIDER, "GET", _user_path(data.userId), headers=bearer(key), secrets=[key])
+        await call_json(ctx, PROVIDER, "GET", _user_path(data.userId), headers=bearer(key), secrets=[key])
     )
 
 
@@ -125,7 +125,7 @@ async def create_user(data: CreateUserInput, ctx: ExecutionContext) -> UserOutpu
     if data.password:
         body["password"] = data.password
     return _user(
-        await call_json(PROVIDER, "POST", "/v1/users", headers=bearer(key), json=body, secrets=[key])
+        await call_json(ctx, PROVIDER, "POST", "/v1/users", headers=bearer(key), json=body, secrets=[key])
     )
 
 
@@ -157,7 +157,7 @@ async def update_user(data: UpdateUserInput, ctx: ExecutionContext) -> UserOutpu
         )
     return _user(
         await call_json(
-            PROVIDER, "PATCH", _user_path(data.userId), headers=bearer(key), json=body, secrets=[key]
+            ctx, PROVIDER, "PATCH", _user_path(data.userId), headers=bearer(key), json=body, secrets=[key]
         )
     )
 
@@ -184,7 +184,9 @@ class DeleteUserOutput(BaseModel):
 )
 async def delete_user(data: UserIdInput, ctx: ExecutionContext) -> DeleteUserOutput:
     key = ctx.credentials[KEY]
-    body = await call_json(PROVIDER, "DELETE", _user_path(data.userId), headers=bearer(key), secrets=[key])
+    body = await call_json(
+        ctx, PROVIDER, "DELETE", _user_path(data.userId), headers=bearer(key), secrets=[key]
+    )
     if isinstance(body, dict) and body.get("deleted") is False:
         raise unexpected_response(PROVIDER, None, "user not deleted")
     return DeleteUserOutput(data=DeletedData(deleted=True))

@@ -135,6 +135,7 @@ async def create_issue(data: CreateIssueInput, ctx: ExecutionContext) -> IssueSu
     if data.assignees:
         payload["assignees"] = data.assignees
     issue = await call_json(
+        ctx,
         PROVIDER,
         "POST",
         f"{_repo_path(data.owner, data.repo)}/issues",
@@ -177,6 +178,7 @@ async def list_issues(data: ListIssuesInput, ctx: ExecutionContext) -> ListIssue
     if data.assignee:
         params["assignee"] = data.assignee
     body = await call_json(
+        ctx,
         PROVIDER,
         "GET",
         f"{_repo_path(data.owner, data.repo)}/issues",
@@ -216,6 +218,7 @@ async def get_issue(data: IssueInput, ctx: ExecutionContext) -> GetIssueOutput:
     token = ctx.credentials[KEY]
     issue = _object(
         await call_json(
+            ctx,
             PROVIDER,
             "GET",
             f"{_repo_path(data.owner, data.repo)}/issues/{data.issueNumber}",
@@ -272,6 +275,7 @@ async def update_issue(data: UpdateIssueInput, ctx: ExecutionContext) -> IssueSu
             details=[{"path": "/", "message": "no field to update"}],
         )
     issue = await call_json(
+        ctx,
         PROVIDER,
         "PATCH",
         f"{_repo_path(data.owner, data.repo)}/issues/{data.issueNumber}",
@@ -312,7 +316,7 @@ async def clone_repository(data: CloneRepositoryInput, ctx: ExecutionContext) ->
     token = ctx.credentials[KEY]
     repo = _object(
         await call_json(
-            PROVIDER, "GET", _repo_path(data.owner, data.repo), headers=_headers(token), secrets=[token]
+            ctx, PROVIDER, "GET", _repo_path(data.owner, data.repo), headers=_headers(token), secrets=[token]
         ),
         "not a repository",
     )

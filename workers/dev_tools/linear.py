@@ -42,9 +42,12 @@ STATUS_NAMES = {
 }
 
 
-async def graphql(key: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+async def graphql(
+    ctx: ExecutionContext, key: str, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run one GraphQL operation; GraphQL ``errors`` fail like an HTTP error would."""
     response = await call(
+        ctx,
         PROVIDER,
         "POST",
         "/graphql",
@@ -105,7 +108,7 @@ async def create_ticket(data: CreateTicketInput, ctx: ExecutionContext) -> Creat
     key = ctx.credentials[KEY]
     team_id = ctx.credentials.get(TEAM_KEY)
     if not team_id:
-        teams = (await graphql(key, TEAMS_QUERY)).get("teams") or {}
+        teams = (await graphql(ctx, key, TEAMS_QUERY)).get("teams") or {}
         nodes = teams.get("nodes") if isinstance(teams, dict) else None
         if not nodes or not isinstance(nodes[0], dict) or not nodes[0].get("id"):
             raise provider_failure(PROVIDER, 200, "", retryable=False, message="the workspace has no team")
@@ -117,7 +120,7 @@ async def create_ticket(data: CreateTicketInput, ctx: ExecutionContext) -> Creat
     }
     if data.ticketDescription:
         issue_input["description"] = data.ticketDescription
-    created = (await graphql(key, CREATE_MUTATION, {"input": issue_input})).get("issueCreate")
+    created = (await graphql(ctx, key, CREATE_MUTATION, {"input": issue_input})).get("issueCreate")
     issue = created.get("issue") if isinstance(created, dict) else None
     if not isinstance(issue, dict) or not created or not created.get("success"):
         raise provider_failure(PROVIDER, 200, "", retryable=False, message="issueCreate did not succeed")
@@ -178,7 +181,7 @@ async def find_issues(data: FindIssuesInput, ctx: ExecutionContext) -> FindIssue
         issue_filter["state"] = {"name": {"eqIgnoreCase": STATUS_NAMES[data.linearStatus]}}
     if data.linearLabel:
         issue_filter["labels"] = {"some": {"name": {"eqIgnoreCase": data.linearLabel}}}
-    found = (await graphql(key, ISSUES_QUERY, {"filter": issue_filter, "first": 50})).get("issues")
+    found = (await graphql(ctx, key, ISSUES_QUERY, {"filter": issue_filter, "first": 50})).get("issues")
     nodes = found.get("nodes") if isinstance(found, dict) else None
     if not isinstance(nodes, list):
         raise unexpected_response(PROVIDER, None, "no issues.nodes")

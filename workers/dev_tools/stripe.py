@@ -89,6 +89,7 @@ async def create_customer(data: CreateCustomerInput, ctx: ExecutionContext) -> C
     _metadata(form, data.metadata)
     customer = _object(
         await call_json(
+            ctx,
             PROVIDER,
             "POST",
             "/v1/customers",
@@ -135,6 +136,7 @@ async def get_customer(data: GetCustomerInput, ctx: ExecutionContext) -> GetCust
     key = ctx.credentials[KEY]
     if data.customerId:
         body = await call_json(
+            ctx,
             PROVIDER,
             "GET",
             f"/v1/customers/{quote(data.customerId, safe='')}",
@@ -143,6 +145,7 @@ async def get_customer(data: GetCustomerInput, ctx: ExecutionContext) -> GetCust
         )
     else:
         found = await call_json(
+            ctx,
             PROVIDER,
             "GET",
             "/v1/customers",
@@ -236,6 +239,7 @@ async def create_invoice(data: CreateInvoiceInput, ctx: ExecutionContext) -> Cre
     _metadata(form, data.metadata)
     invoice = _object(
         await call_json(
+            ctx,
             PROVIDER,
             "POST",
             "/v1/invoices",
@@ -248,6 +252,7 @@ async def create_invoice(data: CreateInvoiceInput, ctx: ExecutionContext) -> Cre
     invoice_id = invoice["id"]
     for index, item in enumerate(data.lineItems):
         await call_json(
+            ctx,
             PROVIDER,
             "POST",
             "/v1/invoiceitems",
@@ -265,6 +270,7 @@ async def create_invoice(data: CreateInvoiceInput, ctx: ExecutionContext) -> Cre
     if data.autoAdvance:
         invoice = _object(
             await call_json(
+                ctx,
                 PROVIDER,
                 "POST",
                 f"/v1/invoices/{quote(invoice_id, safe='')}/finalize",

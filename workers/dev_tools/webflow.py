@@ -76,7 +76,7 @@ class ListSitesOutput(BaseModel):
 )
 async def list_sites(data: ListSitesInput, ctx: ExecutionContext) -> ListSitesOutput:
     key = ctx.credentials[KEY]
-    body = await call_json(PROVIDER, "GET", "/v2/sites", headers=bearer(key), secrets=[key])
+    body = await call_json(ctx, PROVIDER, "GET", "/v2/sites", headers=bearer(key), secrets=[key])
     raw = body.get("sites") if isinstance(body, dict) else None
     if not isinstance(raw, list):
         raise unexpected_response(PROVIDER, None, "no sites list")
@@ -107,7 +107,7 @@ class GetSiteOutput(BaseModel):
 async def get_site(data: SiteInput, ctx: ExecutionContext) -> GetSiteOutput:
     key = ctx.credentials[KEY]
     body = await call_json(
-        PROVIDER, "GET", f"/v2/sites/{quote(data.siteId, safe='')}", headers=bearer(key), secrets=[key]
+        ctx, PROVIDER, "GET", f"/v2/sites/{quote(data.siteId, safe='')}", headers=bearer(key), secrets=[key]
     )
     site = _site(body, SiteDetail)
     assert isinstance(site, SiteDetail)
@@ -154,6 +154,7 @@ async def publish_site(data: PublishSiteInput, ctx: ExecutionContext) -> Publish
         "publishToWebflowSubdomain": data.publishToWebflowSubdomain or not domains,
     }
     body = await call_json(
+        ctx,
         PROVIDER,
         "POST",
         f"/v2/sites/{quote(data.siteId, safe='')}/publish",
