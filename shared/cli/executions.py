@@ -138,8 +138,8 @@ def show(execution_id: str, database_url: str | None, home: str | None, as_json:
 )
 def prune(database_url: str | None, home: str | None, older_than_days: float | None) -> None:
     """Delete execution history older than the retention (also ends its deduplication)."""
-    from shared.executions.retention import prune as prune_history
     from shared.registry.database import create_pool
+    from shared.registry.retention import prune as prune_history
 
     settings = resolve_database(database_url, home)
     days = older_than_days if older_than_days is not None else settings.history_retention_days

@@ -17,14 +17,14 @@ from typing import Any
 import structlog
 
 from shared.backoff import Backoff
-from shared.executions.retention import prune
-from shared.executions.store import ClaimMiddleware, Claims, DatabaseClaims, HistoryRecorder, RedisClaims
-from shared.executions.writer import BatchWriter
 from shared.functions import BUILTINS, FunctionTable
 from shared.registry.database import create_pool, is_outage
 from shared.registry.migrator import migrate
 from shared.registry.resolver import NotifyListener, RegistryResolver
+from shared.registry.retention import prune
+from shared.registry.store import ClaimMiddleware, Claims, DatabaseClaims, HistoryRecorder, RedisClaims
 from shared.registry.sync import sync_builtins
+from shared.registry.writer import BatchWriter
 from shared.settings import Settings
 from shared.transports.base import JoinsSettle
 
@@ -58,7 +58,7 @@ class RegistryRuntime:
         self._claim_store: Any = None
         backend: Claims
         if settings.claims == "redis" or (settings.claims == "auto" and settings.redis_url):
-            from shared.executions.claims import RedisClaimStore
+            from shared.registry.claims import RedisClaimStore
             from shared.transports.redis_streams import connect
 
             if not settings.redis_url:

@@ -15,7 +15,6 @@ Events built by daprd's publish API are accepted as they are: extra attributes (
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from shared.clock import utc_now_iso
 from shared.contract import (
     DAPR_DEFAULT_EVENT_TYPE,
     EVENT_COMPLETED,
@@ -144,23 +144,6 @@ def _is_json(content_type: object) -> bool:
         return False
     base = content_type.split(";", 1)[0].strip().lower()
     return base == "application/json" or base.endswith("+json")
-
-
-_second_cached = -1
-_second_text = ""
-
-
-def utc_now_iso() -> str:
-    """Now, UTC, RFC 3339 with milliseconds (``2026-11-23T10:26:47.114Z``).
-
-    Called several times per message: the seconds part is formatted once per second."""
-    global _second_cached, _second_text
-    now = time.time()
-    second = int(now)
-    if second != _second_cached:
-        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second_cached = second
-    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
 
 
 def new_event_id() -> str:

@@ -36,7 +36,7 @@ import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -45,11 +45,13 @@ import structlog
 from aiohttp import web
 
 from shared.errors import TransportError
-from shared.runtime.metrics import Metrics
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement
 
 __all__ = ["BULK_EVENT_TYPE", "EVENTS_ROUTE", "DaprTransport", "max_body_bytes"]
+
+if TYPE_CHECKING:  # the runtime hands its counters in; the transport only renders them
+    from shared.runtime.metrics import Metrics
 
 log = structlog.get_logger("fleet.transport.dapr")
 

@@ -43,8 +43,8 @@ import structlog
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from shared.clock import utc_now_iso
 from shared.errors import TransportError
-from shared.runtime.envelope import utc_now_iso
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement, SettlePrelude
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from shared.executions.claims import LEASE_SHARE, RedisClaimStore, execution_key
+from shared.registry.claims import LEASE_SHARE, RedisClaimStore, execution_key
 
 #: The broker's redelivery time the stores are given: leases of 0.4 s, renewed every 0.1 s.
 PROCESSING_TIMEOUT = 0.6

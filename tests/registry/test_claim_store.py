@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.errors import TransportError
-from shared.executions.claims import CHUNK, RedisClaimStore, execution_key
+from shared.registry.claims import CHUNK, RedisClaimStore, execution_key
 from shared.transports.redis_streams import connect
 
 WINDOW = 60.0

@@ -15,8 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.writer import BatchWriter
 from shared.registry.database import create_pool
+from shared.registry.writer import BatchWriter
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import publish, registry_of

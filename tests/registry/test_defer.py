@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.claims import execution_key
+from shared.registry.claims import execution_key
 from shared.runtime.worker import Worker
 from shared.settings import Settings
 from shared.transports import dapr_http

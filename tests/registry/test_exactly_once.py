@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.claims import execution_key
+from shared.registry.claims import execution_key
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import execution_row, publish, registry_of

@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
-from shared.executions.writer import BatchWriter, FinishRecord, Op
+from shared.registry.writer import BatchWriter, FinishRecord, Op
 from tests.registry.conftest import execution_row
 
 OWNER = "fleet-ai/a/1"

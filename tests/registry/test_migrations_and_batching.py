@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.retention import prune
 from shared.registry.migrator import available_migrations, migrate
+from shared.registry.retention import prune
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import registry_of

@@ -116,8 +116,8 @@ async def test_a_full_buffer_stops_acking_until_the_database_returns(
 
 
 async def test_claims_resume_after_an_outage_with_nothing_to_write(proxy: PgProxy) -> None:
-    from shared.executions.writer import BatchWriter, DatabaseUnavailable, Op
     from shared.registry.database import create_pool
+    from shared.registry.writer import BatchWriter, DatabaseUnavailable, Op
 
     pool = await create_pool(proxy.url, timeout=3)
     writer = BatchWriter(pool, owner="fleet-ai/w/1", timeout=3)

@@ -11,7 +11,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.claims import RedisClaimStore, execution_key
+from shared.registry.claims import RedisClaimStore, execution_key
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import publish, registry_of

@@ -17,7 +17,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
-from shared.executions.claims import LEASE_SHARE, execution_key
+from shared.registry.claims import LEASE_SHARE, execution_key
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import publish

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from shared.executions.writer import BatchWriter, FinishRecord, Op
+from shared.registry.writer import BatchWriter, FinishRecord, Op
 
 
 def finish(execution_id: str, status: str, token: str | None, output: Any = None) -> FinishRecord:

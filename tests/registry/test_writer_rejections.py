@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from shared.executions.writer import BatchWriter, Op
+from shared.registry.writer import BatchWriter, Op
 from tests.registry.conftest import execution_row
 from tests.registry.test_history_writer import OWNER, finish_record, new_id
 from tests.registry.test_writer import finish

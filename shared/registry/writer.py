@@ -7,7 +7,7 @@ database round trip per batch of messages, however many state changes the batch 
 results of the previous one); what arrives meanwhile waits for the next statement, so the
 batch size adapts to load.
 
-Two modes. With claims in Redis (``shared.executions.claims``, the default when the worker
+Two modes. With claims in Redis (``shared.registry.claims``, the default when the worker
 has a Redis URL) the table is history only, and the writer is off the hot path:
 
 ``open``    the execution's row as ``running`` (or ``pending`` again after a retry) — not
@@ -51,7 +51,7 @@ import orjson
 import structlog
 
 from shared.errors import InfrastructureError
-from shared.executions.claims import ClaimResult
+from shared.registry.claims import ClaimResult
 from shared.registry.database import is_outage, json_text, jsonb_safe
 
 __all__ = ["BatchWriter", "ClaimResult", "DatabaseUnavailable", "FinishRecord", "Op"]

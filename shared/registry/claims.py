@@ -28,7 +28,7 @@ function's timeout plus the lease margin: a claim nothing ends is not kept forev
 Why Redis and not the history table: a claim must be answered before the function runs and a
 result stored before it is published, so both sit on the hot path of every message. In Redis
 they cost a fraction of a round trip per batch and no disk write; PostgreSQL keeps the history,
-written off the hot path (``shared.executions.writer``). A script call carries a whole batch
+written off the hot path (``shared.registry.writer``). A script call carries a whole batch
 in one argument and builds the keys itself, so the claim keys must live on one Redis node (no
 Redis Cluster slot spreading; the request streams are on one node too).
 """

@@ -19,7 +19,7 @@ batch writer, for workers that only reach a Dapr sidecar).
 
 Leases: the middleware asks for the call's timeout + the lease margin, the longest a claim may
 be held. Redis claims take a short lease instead and renew it while the process lives (see
-``shared.executions.claims``), so a dead worker's claim lapses within two thirds of
+``shared.registry.claims``), so a dead worker's claim lapses within two thirds of
 ``FLEET_PROCESSING_TIMEOUT``; database claims hold the whole lease (not renewed): a dead
 worker's execution waits for it to expire.
 """
@@ -38,9 +38,9 @@ import structlog
 
 from shared.credentials import SECRETS
 from shared.errors import Defer, Retry
-from shared.executions.claims import ClaimResult, RedisClaimStore
-from shared.executions.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
+from shared.registry.claims import ClaimResult, RedisClaimStore
 from shared.registry.database import json_text, jsonb_safe
+from shared.registry.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
 from shared.runtime.middleware import Answer, Call, CallNext
 
 __all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims"]
@@ -124,7 +124,7 @@ class DatabaseClaims:
 
 
 class RedisClaims:
-    """Claims and stored results in Redis (:class:`~shared.executions.claims.RedisClaimStore`,
+    """Claims and stored results in Redis (:class:`~shared.registry.claims.RedisClaimStore`,
     which renews the claims it holds until their results are stored); the history rows go to
     PostgreSQL through the batch writer without holding up the result, unless ``sync``
     (``FLEET_HISTORY_SYNC``): then each result waits for its row."""
