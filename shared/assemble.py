@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from shared.credentials import CredentialResolver, CredentialsMiddleware
 from shared.domains import get_domain
 from shared.errors import ConfigError
-from shared.functions import BUILTINS, STARTUP_HOOKS, FunctionResolver, FunctionTable
+from shared.functions import BUILTINS, FunctionResolver, FunctionTable
 from shared.runtime.extension import Extension, Slot, chain_from, extension_layers
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
@@ -107,8 +107,6 @@ def create_worker(
         # unless FLEET_CONCURRENCY / --concurrency says otherwise.
         settings = settings.model_copy(update={"concurrency": declared.concurrency})
     modules = load_functions(name, extra_modules=settings.extra_modules)
-    for hook in STARTUP_HOOKS:
-        hook(settings)
     metrics = Metrics()
     if transport is None or isinstance(transport, str):
         transport = create_transport(name, settings, transport or settings.transport, metrics=metrics)

@@ -28,8 +28,6 @@ from shared.settings import Settings
 
 __all__ = [
     "BUILTINS",
-    "SHUTDOWN_HOOKS",
-    "STARTUP_HOOKS",
     "ExecutionContext",
     "FunctionResolver",
     "FunctionSpec",
@@ -37,8 +35,6 @@ __all__ = [
     "Handler",
     "builtin",
     "canonical_slug",
-    "on_shutdown",
-    "on_startup",
 ]
 
 
@@ -167,33 +163,6 @@ class FunctionTable:
 
     def __contains__(self, slug: object) -> bool:
         return slug in self._specs
-
-
-#: Coroutines a worker awaits once after it has drained and closed its transport (pooled
-#: provider clients, executor sessions). Registered with :func:`on_shutdown`.
-SHUTDOWN_HOOKS: list[Callable[[], Awaitable[None]]] = []
-
-S = TypeVar("S", bound=Callable[[], Awaitable[None]])
-
-#: Callables a worker runs with its settings when it is built, before it takes any work: a
-#: function package validates and applies its configuration there, so a bad setting stops the
-#: worker at start instead of failing every execution. Registered with :func:`on_startup`.
-STARTUP_HOOKS: list[Callable[[Settings], None]] = []
-
-
-def on_startup(hook: Callable[[Settings], None]) -> Callable[[Settings], None]:
-    """Register ``hook(settings)`` to run when a worker is built; it raises
-    :class:`~shared.errors.ConfigError` for settings it cannot work with."""
-    if hook not in STARTUP_HOOKS:
-        STARTUP_HOOKS.append(hook)
-    return hook
-
-
-def on_shutdown(hook: S) -> S:
-    """Register ``hook`` to run at worker shutdown (once per hook; usable as a decorator)."""
-    if hook not in SHUTDOWN_HOOKS:
-        SHUTDOWN_HOOKS.append(hook)
-    return hook
 
 
 #: Every built-in declared with :func:`builtin`.

@@ -14,14 +14,13 @@ from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext, Handler
 from shared.registry.models import FunctionRecord
+from shared.resources import Resources
 
 __all__ = [
-    "EXECUTORS",
     "Executor",
     "Executors",
     "executor_handler",
     "missing_builtin_handler",
-    "register_executor",
 ]
 
 
@@ -44,20 +43,20 @@ class Executors:
     def __init__(self) -> None:
         self._by_type: dict[str, Executor] = {}
 
+    @classmethod
+    def of(cls, resources: Resources) -> Executors:
+        """The worker's table, provided first by whichever extension asks first."""
+        executors = resources.find(cls)
+        if executors is None:
+            executors = cls()
+            resources.provide(cls, executors)
+        return executors
+
     def add(self, execution_type: str, executor: Executor) -> None:
         self._by_type[execution_type] = executor
 
     def get(self, execution_type: str) -> Executor | None:
         return self._by_type.get(execution_type)
-
-
-#: execution_type → executor, filled by the packages that implement them.
-EXECUTORS: dict[str, Executor] = {}
-
-
-def register_executor(execution_type: str, executor: Executor) -> None:
-    """Make ``executor`` run every function whose ``execution_type`` is ``execution_type``."""
-    EXECUTORS[execution_type] = executor
 
 
 def executor_handler(record: FunctionRecord) -> Handler:
@@ -67,8 +66,6 @@ def executor_handler(record: FunctionRecord) -> Handler:
     async def handler(data: Any, ctx: ExecutionContext) -> Any:
         executors = ctx.resources.find(Executors)
         executor = executors.get(record.execution_type) if executors is not None else None
-        if executor is None:
-            executor = EXECUTORS.get(record.execution_type)
         if executor is None:
             raise ExecutionFailed(
                 f"no {record.execution_type} executor in this worker for {record.slug}",

@@ -46,7 +46,7 @@ from shared.errors import (
     UnknownFunction,
     WrongDomain,
 )
-from shared.functions import BUILTINS, SHUTDOWN_HOOKS, ExecutionContext, FunctionResolver, FunctionSpec
+from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
 from shared.resources import Resources
 from shared.runtime.envelope import (
     RequestEvent,
@@ -592,12 +592,6 @@ class Worker:
             log.warning("transport close cut short at the shutdown deadline")
         except Exception as exc:
             log.warning("transport close failed", error=str(exc))
-        for hook in SHUTDOWN_HOOKS:
-            try:
-                await hook()
-            except Exception as exc:
-                name = getattr(hook, "__qualname__", repr(hook))
-                log.warning("shutdown hook failed", hook=name, error=str(exc))
         if in_flight:
             log.info("drained", worker=self.name, drained=in_flight)
 

@@ -1,4 +1,5 @@
-"""Runtime hooks used by function packages: optional credentials and shutdown hooks."""
+"""How function packages and extensions join a worker: optional credentials, the extension
+lifecycle, bad settings at start, dependency outages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from shared.assemble import create_worker
 from shared.client import FleetClient
-from shared.functions import SHUTDOWN_HOOKS, ExecutionContext, FunctionTable, builtin, on_shutdown
+from shared.functions import ExecutionContext, FunctionTable, builtin
+from shared.runtime.extension import BaseExtension, WorkerContext
 from shared.settings import Settings
 from tests.conftest import running
 
@@ -47,23 +49,41 @@ async def test_optional_credentials_are_used_when_present_and_never_required(
     assert missing.error.details == {"missing": ["TEST_API_KEY"]}
 
 
-async def test_shutdown_hooks_run_once_after_the_worker_drains(
-    settings: Settings, run_worker: Callable[..., Any]
+class Recording(BaseExtension):
+    """Records its life in ``events``; offers a resource that handlers and others can see."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name, self.events = name, events
+        self.seen_transport = False
+
+    def attach(self, transport: Any) -> None:
+        self.seen_transport = True
+
+    async def start(self, ctx: WorkerContext) -> bool:
+        self.events.append(f"start {self.name} ready={ctx.transport is not None}")
+        if self.name == "first":
+            ctx.resources.provide(Recording, self)
+        return True
+
+    async def stop(self) -> None:
+        self.events.append(f"stop {self.name}")
+
+
+async def test_extensions_start_in_order_before_intake_and_stop_in_reverse_after_the_drain(
+    settings: Settings,
 ) -> None:
-    calls: list[str] = []
-
-    async def close_pool() -> None:
-        calls.append("closed")
-
-    on_shutdown(close_pool)
-    on_shutdown(close_pool)  # registering twice still runs it once
-    try:
-        async with run_worker("ai") as worker:
-            assert calls == []
-        assert calls == ["closed"]
-        assert worker.state.value == "stopped"
-    finally:
-        SHUTDOWN_HOOKS.remove(close_pool)
+    events: list[str] = []
+    first, second = Recording("first", events), Recording("second", events)
+    worker = create_worker("ai", settings, extensions=[first, second])
+    assert first.seen_transport
+    assert second.seen_transport
+    async with running(worker), FleetClient(settings=settings) as client:
+        assert events == ["start first ready=True", "start second ready=True"]
+        result = await client.invoke("system/echo", {"n": 1}, timeout=10)
+        assert result.status == "completed"
+        assert worker.resources.get(Recording) is first
+    assert events[2:] == ["stop second", "stop first"]
+    assert worker.state.value == "stopped"
 
 
 def test_a_bad_setting_stops_the_worker_at_start(make_settings: Callable[..., Settings]) -> None:

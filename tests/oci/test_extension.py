@@ -12,7 +12,6 @@ import pytest
 
 from shared.assemble import create_worker
 from shared.errors import ConfigError
-from shared.functions import SHUTDOWN_HOOKS, STARTUP_HOOKS
 from shared.registry import executors as executors_module
 from shared.registry.executors import Executors
 from shared.registry.models import FunctionDefinition
@@ -32,10 +31,9 @@ NOISY_FAILURE = "import sys\nfor i in range(10): print('line', i, file=sys.stder
 def test_importing_the_package_registers_nothing_and_each_call_builds_its_own_extension(
     oci_settings: Callable[..., Settings],
 ) -> None:
-    hooks = (list(STARTUP_HOOKS), list(SHUTDOWN_HOOKS))
     package = importlib.reload(sys.modules.get("workers.oci") or importlib.import_module("workers.oci"))
-    assert "oci" not in executors_module.EXECUTORS
-    assert (list(STARTUP_HOOKS), list(SHUTDOWN_HOOKS)) == hooks
+    # No process-wide table or hook list exists for an import to fill.
+    assert not hasattr(executors_module, "EXECUTORS")
     assert not any(isinstance(value, OciExecutor) for value in vars(package).values())
 
     first, second = oci_settings(oci_log_tail_lines=3), oci_settings(oci_log_tail_lines=9)

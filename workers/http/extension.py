@@ -39,9 +39,5 @@ class HttpExtension(BaseExtension):
 
     async def start(self, ctx: WorkerContext) -> bool:
         ctx.resources.provide(HttpPolicy, self.policy)
-        executors = ctx.resources.find(Executors)
-        if executors is None:
-            executors = Executors()
-            ctx.resources.provide(Executors, executors)
-        executors.add(EXECUTION_TYPE, self.executor)
+        Executors.of(ctx.resources).add(EXECUTION_TYPE, self.executor)
         return True

@@ -31,11 +31,7 @@ class OciExtension(BaseExtension):
         self.executor = OciExecutor(settings)
 
     async def start(self, ctx: WorkerContext) -> bool:
-        executors = ctx.resources.find(Executors)
-        if executors is None:
-            executors = Executors()
-            ctx.resources.provide(Executors, executors)
-        executors.add(EXECUTION_TYPE, self.executor)
+        Executors.of(ctx.resources).add(EXECUTION_TYPE, self.executor)
         return True
 
     async def stop(self) -> None:
