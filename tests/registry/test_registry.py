@@ -31,10 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def no_executors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker without oci/http executors, whichever worker packages this session imported."""
-    from shared.registry import executors
-
-    monkeypatch.setattr(executors, "EXECUTORS", {})
+    """A worker without oci/http executors. Executors are per worker now (an ``ai`` worker's
+    extensions add none), so whatever this session imported cannot leak one in."""
 
 
 class FakeClock:
