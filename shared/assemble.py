@@ -67,7 +67,8 @@ def create_transport(
     name = get_domain(domain).name
     topic, group = settings.topic_for(name), settings.group_for(name)
     if transport == "redis":
-        from shared.transports.redis_streams import RedisStreamsTransport, connect
+        from shared.transports.redis import connect
+        from shared.transports.redis_streams import RedisStreamsTransport
 
         if not settings.redis_url:
             raise ConfigError("the redis transport needs FLEET_REDIS_URL (or a running `fleet up`)")

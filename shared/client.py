@@ -30,7 +30,7 @@ from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
 from shared.functions import BUILTINS, FunctionTable, canonical_slug
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
-from shared.transports.redis_streams import cancel_and_wait, connect, redis_errors_as_transport
+from shared.transports.redis import cancel_and_wait, connect, redis_errors_as_transport
 
 __all__ = ["DEFAULT_DIAGNOSTIC_DOMAIN", "FleetClient"]
 

@@ -22,8 +22,8 @@
     └── Drop                            give up now: dead-lettered, answered with `dropped`
 
     Outside the runtime's path, each with the message of its failure:
-    FleetError ── RecordFormatError, ReplayError (ValueError; shared/replay), BenchError
-                  (shared/bench), KubeError (workers/oci/kube.py), InvalidUrl (ValueError;
+    FleetError ── RecordFormatError, ReplayError (ValueError; shared/tools/replay), BenchError
+                  (shared/tools/bench), KubeError (workers/oci/kube.py), InvalidUrl (ValueError;
                   workers/http/ssrf.py)
 
 Handlers raise :class:`ExecutionFailed` (or a subclass) to fail with a stable code; any other

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from shared.assemble import create_worker
 from shared.runtime.worker import Worker
 from shared.settings import Settings
-from shared.transports.redis_streams import connect
+from shared.transports.redis import connect
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from shared.embedded import embedded_broker
+    from shared.tools.embedded import embedded_broker
 
     # Not under pytest's temp tree: a concurrent pytest session prunes old temp directories,
     # which would delete a live server's files from under it.

@@ -59,7 +59,7 @@ class RegistryRuntime:
         backend: Claims
         if settings.claims == "redis" or (settings.claims == "auto" and settings.redis_url):
             from shared.registry.claims import RedisClaimStore
-            from shared.transports.redis_streams import connect
+            from shared.transports.redis import connect
 
             if not settings.redis_url:
                 raise ValueError("FLEET_CLAIMS=redis needs FLEET_REDIS_URL")

@@ -32,7 +32,6 @@ Redelivery and dead letters (the maintenance task, every ``FLEET_REDELIVER_INTER
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -47,24 +46,11 @@ from shared.clock import utc_now_iso
 from shared.errors import TransportError
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement, SettlePrelude
+from shared.transports.redis import cancel_and_wait, redis_errors_as_transport, server_of
 
-__all__ = [
-    "RedisStreamsTransport",
-    "cancel_and_wait",
-    "connect",
-    "ensure_group",
-    "min_unanswered_id",
-    "parse_entry",
-    "redis_errors_as_transport",
-]
+__all__ = ["RedisStreamsTransport", "ensure_group", "min_unanswered_id", "parse_entry"]
 
 log = structlog.get_logger("fleet.transport.redis")
-
-
-def server_of(redis: Any) -> tuple[Any, ...]:
-    """Which server (and database) a client talks to: host, port, unix path, db."""
-    kwargs = redis.connection_pool.connection_kwargs
-    return kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0)
 
 
 _EMPTY_METADATA = b"{}"
@@ -72,43 +58,6 @@ _EMPTY_METADATA = b"{}"
 STALE_CONSUMER_MS = 3_600_000
 #: How long the last-error notes of un-acked entries are kept.
 LAST_ERROR_TTL_S = 7 * 24 * 3600
-_CONNECTION_ERRORS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    ConnectionError,
-    OSError,
-)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any], attempts: int = 50) -> None:
-    """Cancel ``task`` and wait for it to end. redis-py can swallow a cancellation that lands
-    inside a command (the call returns normally), so cancel again until the task is done;
-    loops that own such calls also check a closing flag."""
-    for _ in range(attempts):
-        if task.done():
-            break
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved: a failure at close is not worth an "exception never retrieved"
-
-
-def connect(url: str) -> Redis:
-    """A client for ``url`` with the options every fleet component uses (bytes in and out)."""
-    return Redis.from_url(url, decode_responses=False, health_check_interval=30)
-
-
-class redis_errors_as_transport(contextlib.AbstractAsyncContextManager[None]):
-    """``async with redis_errors_as_transport("what"):`` turns connection-level Redis errors
-    into :class:`TransportError` (the runtime backs off and retries those)."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None and isinstance(exc, _CONNECTION_ERRORS):
-            raise TransportError(f"{self._what}: {exc}") from exc
 
 
 async def ensure_group(redis: Redis, topic: str, group: str) -> None:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.cli.config import settings_rows
 from shared.contract import ExecutionResult
 from shared.errors import ConfigError
 from shared.settings import Settings
+from shared.tools.cli.config import settings_rows
 from tests.catalog.conftest import run_function
 from tests.fakes.providers import APIS, CREDENTIALS, FakeProvider
 from workers import ai, comms, dev_tools

@@ -9,8 +9,8 @@ import math
 import redis as redis_sync
 from click.testing import CliRunner
 
-from shared.bench import REPORT_KEYS
-from shared.cli.main import cli
+from shared.tools.bench import REPORT_KEYS
+from shared.tools.cli.main import cli
 
 
 def test_bench_json_report(redis_url: str) -> None:

@@ -45,11 +45,12 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT4
 
-from shared.cli.main import cli
-from shared.cli.manifests import init_streams
 from shared.domains import DOMAINS, Domain
-from shared.manifests import HEADER, check_tree, render, serialize_all
-from shared.manifests.render import (
+from shared.settings import Settings
+from shared.tools.cli.main import cli
+from shared.tools.cli.manifests import init_streams
+from shared.tools.manifests import HEADER, check_tree, render, serialize_all
+from shared.tools.manifests.render import (
     CLUSTER_INTERNAL_V4,
     DAPR_GRACEFUL_SHUTDOWN_SECONDS,
     STREAM_MAXLEN,
@@ -57,7 +58,6 @@ from shared.manifests.render import (
     processing_timeout_ms,
     termination_grace_seconds,
 )
-from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from shared.client import FleetClient
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
-from shared.transports.redis_streams import RedisStreamsTransport, connect, ensure_group
+from shared.transports.redis import connect
+from shared.transports.redis_streams import RedisStreamsTransport, ensure_group
 from tests.conftest import read_results
 
 

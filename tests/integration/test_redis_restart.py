@@ -15,7 +15,7 @@ from shared.assemble import create_worker
 from shared.runtime.envelope import encode_request
 from shared.runtime.worker import reconnect_backoff
 from shared.settings import Settings
-from shared.transports.redis_streams import connect
+from shared.transports.redis import connect
 from tests.conftest import read_results, running
 
 pytestmark = pytest.mark.slow

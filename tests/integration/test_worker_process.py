@@ -50,7 +50,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 @asynccontextmanager
 async def worker_process(settings: Settings, domain: str = "ai") -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "worker", domain,
+        sys.executable, "-m", "shared.tools.cli.main", "worker", domain,
         env=worker_env(settings), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -140,7 +140,7 @@ async def test_cli_up_and_invoke_exit_codes(tmp_path: Path) -> None:
     home = tmp_path / "fleet-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env.update({"FLEET_HOME": str(home), "FLEET_SHUTDOWN_TIMEOUT": "3", "FLEET_LOG_FORMAT": "json"})
-    fleet = [sys.executable, "-m", "shared.cli.main"]
+    fleet = [sys.executable, "-m", "shared.tools.cli.main"]
     up = await asyncio.create_subprocess_exec(*fleet, "up", env=env, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_for(lambda: _exists(home / "up.json"), timeout=30)
@@ -185,7 +185,7 @@ async def test_burst_mode_answers_everything_then_exits_by_itself(
         ids = [await client.publish("system/echo", {"n": n}) for n in range(50)]
     env = worker_env(settings)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "worker", "ai", "--burst", env=env
+        sys.executable, "-m", "shared.tools.cli.main", "worker", "ai", "--burst", env=env
     )
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     results = await read_results(redis, settings.results_topic, 50, timeout=1)

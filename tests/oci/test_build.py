@@ -14,9 +14,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shared.cli.main import cli
 from shared.registry.repository import FunctionRepository
 from shared.settings import Settings
+from shared.tools.cli.main import cli
 from tests.fakes.kube import FakeKube, Scenario
 from tests.oci.schemas import validate
 from workers.oci.build import plan_build, run_build

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shared.cli.main import cli
 from shared.errors import ExecutionFailed
 from shared.registry.executors import Executors
 from shared.registry.models import FunctionDefinition
@@ -22,6 +21,7 @@ from shared.registry.repository import FunctionRepository
 from shared.registry.resolver import RegistryResolver
 from shared.resources import Resources
 from shared.settings import Settings
+from shared.tools.cli.main import cli
 from tests.oci.conftest import make_ctx
 from workers.oci.executor import OciExecutor
 from workers.oci.extension import OciExtension

@@ -33,7 +33,7 @@ def database_server() -> Iterator[str]:
     if url:
         yield url
         return
-    from shared.embedded import embedded_database
+    from shared.tools.embedded import embedded_database
 
     # Not under pytest's basetemp: concurrent pytest sessions prune old basetemps, which
     # would delete a live server's data directory.

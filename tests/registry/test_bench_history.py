@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from click.testing import CliRunner
 
-from shared.cli.main import cli
+from shared.tools.cli.main import cli
 
 
 def test_bench_with_history_records_every_request(redis_url: str, migrated_url: str) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.errors import TransportError
 from shared.registry.claims import CHUNK, RedisClaimStore, execution_key
-from shared.transports.redis_streams import connect
+from shared.transports.redis import connect
 
 WINDOW = 60.0
 

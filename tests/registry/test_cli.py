@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from shared.cli.main import cli
+from shared.tools.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,7 +167,7 @@ async def _fleet_up(home: Path, env: dict[str, str]) -> tuple[asyncio.subprocess
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli.main",
+            "shared.tools.cli.main",
             "up",
             "--domain",
             "ai",
@@ -196,7 +196,13 @@ async def _stop(process: asyncio.subprocess.Process) -> int:
 
 async def _cli(env: dict[str, str], *args: str) -> Any:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "shared.tools.cli.main",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await process.communicate()
     home = Path(env["FLEET_HOME"])

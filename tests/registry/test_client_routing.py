@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from shared.cli.main import cli
 from shared.client import FleetClient
 from shared.errors import UnknownFunction
 from shared.registry.models import FunctionDefinition
 from shared.registry.repository import FunctionRepository
 from shared.settings import Settings
+from shared.tools.cli.main import cli
 
 
 async def test_client_routes_registered_functions_by_the_registry(

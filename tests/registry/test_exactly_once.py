@@ -126,7 +126,7 @@ async def test_a_killed_workers_execution_is_taken_over_once(
         "FLEET_CLAIMS": claims,
     }
     doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "worker", "ai", cwd=ROOT, env=env
+        sys.executable, "-m", "shared.tools.cli.main", "worker", "ai", cwd=ROOT, env=env
     )
     try:
         # The first run holds (sleeps) before its effect: kill the worker while it does.

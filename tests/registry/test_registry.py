@@ -107,7 +107,7 @@ async def test_notify_from_another_process_invalidates_the_cache(migrated_url: s
         cli = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli.main",
+            "shared.tools.cli.main",
             "functions",
             "disable",
             "system/echo",

@@ -64,7 +64,7 @@ async def test_a_killed_workers_claim_is_taken_over_within_the_processing_timeou
         "FLEET_CLAIMS": "redis",
     }
     doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "worker", "ai", cwd=ROOT, env=env
+        sys.executable, "-m", "shared.tools.cli.main", "worker", "ai", cwd=ROOT, env=env
     )
     try:
         # system/sleep's timeout is an hour: the old lease would have held it that long.

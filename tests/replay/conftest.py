@@ -12,8 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from shared.cli.main import cli
 from shared.settings import Settings
+from shared.tools.cli.main import cli
 
 # The registry suite's PostgreSQL fixtures (a fresh, migrated database per test), for the
 # replay tests that run registry workers (execution history answers duplicates).

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from click.testing import CliRunner
 
-from shared.cli.main import cli
-from shared.replay.diff import diff_results, load_results, parse_path, project
+from shared.tools.cli.main import cli
+from shared.tools.replay.diff import diff_results, load_results, parse_path, project
 
 
 def request(eid: str, slug: str = "demo/greet") -> dict[str, Any]:

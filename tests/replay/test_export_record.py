@@ -108,7 +108,7 @@ async def test_record_process_captures_requests_and_results_until_sigint(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli.main",
+        "shared.tools.cli.main",
         "topic",
         "record",
         "ai",

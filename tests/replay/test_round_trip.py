@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from shared.assemble import create_worker
 from shared.client import FleetClient
-from shared.replay.capture import record_topics
 from shared.settings import Settings
+from shared.tools.replay.capture import record_topics
 from tests.conftest import running
 from tests.replay.conftest import CliCall, read_jsonl
 from tests.replay.functions import COUNT, GREET, Counter, greeting_table

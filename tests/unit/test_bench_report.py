@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.cli.bench import format_report
+from shared.tools.cli.bench import format_report
 
 
 def report(**overrides: Any) -> dict[str, Any]:

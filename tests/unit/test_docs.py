@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.cli.readme import END, START, render_settings_table
 from shared.contract import ErrorCode
+from shared.tools.cli.readme import END, START, render_settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -64,6 +64,17 @@ def test_shared_never_imports_workers() -> None:
     assert bad == []
 
 
+def test_nothing_on_the_hot_path_imports_the_tools() -> None:
+    bad = [
+        (m, t)
+        for m, targets in _graph().items()
+        if not m.startswith("shared.tools") and m.startswith("shared")
+        for t in targets
+        if t.startswith("shared.tools")
+    ]
+    assert bad == []
+
+
 def test_leaves_import_only_leaves() -> None:
     graph = _graph()
     bad = [(m, t) for m in LEAVES for t in graph[m] if _package(t) not in LEAVES]
@@ -87,7 +98,7 @@ def test_the_runtime_does_not_import_a_concrete_transport_or_the_registry() -> N
         "shared.registry",
         "shared.transports.redis",
         "shared.transports.dapr",
-        "shared.cli",
+        "shared.tools.cli",
         "workers",
     )
     bad = [

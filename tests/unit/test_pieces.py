@@ -127,7 +127,7 @@ def test_secret_registry_scrubs_raw_and_json_escaped_forms() -> None:
 def test_every_cli_command_loads_and_has_help() -> None:
     from click.testing import CliRunner
 
-    from shared.cli.main import COMMANDS, cli
+    from shared.tools.cli.main import COMMANDS, cli
 
     runner = CliRunner()
     listing = runner.invoke(cli, ["--help"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shared.cli.main import cli
 from shared.settings import Settings
+from shared.tools.cli.main import cli
 
 
 def test_transport_and_burst_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:

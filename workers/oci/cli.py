@@ -1,6 +1,6 @@
 """`fleet new` (scaffold an OCI function from a template) and `fleet build` (build its image
 with a Kaniko Job). The work is done in ``workers/oci/scaffold.py`` and ``workers/oci/build.py``;
-``shared/cli/main.py`` names these commands by string and imports this module on demand."""
+``shared/tools/cli/main.py`` names these commands by string and imports this module on demand."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import click
 import yaml
 
-from shared.cli.common import EXIT_FAILED, make_settings, run
 from shared.errors import ConfigError
+from shared.tools.cli.common import EXIT_FAILED, make_settings, run
 
 __all__ = ["build", "new"]
 

@@ -1,1 +1,0 @@
-"""The `fleet` command line (entry point: ``shared.cli.main:main``)."""

@@ -1,0 +1,1 @@
+"""The `fleet` command line (entry point: ``shared.tools.cli.main:main``)."""

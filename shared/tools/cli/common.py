@@ -1,0 +1,129 @@
+"""Helpers every `fleet` command uses: settings from flags + env, finding the broker of a
+running `fleet up`, running a coroutine, and printing tables or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from shared.errors import ConfigError, TransportError
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "echo_json",
+    "echo_table",
+    "make_settings",
+    "read_up_state",
+    "redis_client",
+    "resolve_broker",
+    "run",
+    "with_running_fleet",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with every flag that was given (not ``None``) on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid setting: {exc}") from None
+
+
+def read_up_state(home: Path) -> dict[str, Any] | None:
+    """The state file of a live `fleet up` under ``home``, or ``None``."""
+    path = home / "up.json"
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def with_running_fleet(settings: Settings) -> Settings:
+    """``settings`` with ``redis_url`` and ``database_url``, where unset, filled from a running
+    `fleet up` (what every command that talks to the fleet uses); unchanged when none runs."""
+    state = read_up_state(settings.home) or {}
+    found = {k: state[k] for k in ("redis_url", "database_url") if state.get(k) and not getattr(settings, k)}
+    return settings.model_copy(update=found) if found else settings
+
+
+def resolve_broker(settings: Settings) -> Settings:
+    """``settings`` with ``redis_url`` (and ``database_url``, when unset and `fleet up` runs
+    one) filled from a running `fleet up`; a usage error when there is no broker at all."""
+    settings = with_running_fleet(settings)
+    if settings.redis_url:
+        return settings
+    raise click.UsageError(
+        "no broker: set FLEET_REDIS_URL / --redis-url, or start `fleet up` in another terminal"
+    )
+
+
+@contextlib.asynccontextmanager
+async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
+    """A broker connection for a command; a broker error ends the command with its message."""
+    from shared.transports.redis import connect
+
+    client = connect(settings.redis_url or "")
+    try:
+        yield client
+    except TransportError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        await client.aclose()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; a ConfigError becomes a usage error (exit 2)."""
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def echo_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(c) for c in headers], *([("" if c is None else str(c)) for c in r] for r in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,146 @@
+"""`fleet publish` and `fleet invoke`: send requests from a terminal or a script."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from shared.assemble import load_functions
+from shared.client import FleetClient
+from shared.contract import ExecutionResult
+from shared.domains import DOMAINS
+from shared.errors import ExecutionTimeout, UnknownFunction
+from shared.tools.cli.common import EXIT_FAILED, echo_json, make_settings, resolve_broker, run
+from shared.tools.cli.options import home_option, redis_url_option
+
+__all__ = ["invoke", "publish"]
+
+
+def _parse_input(_: click.Context, __: click.Parameter, value: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object")
+    return parsed
+
+
+_input_option = click.option(
+    "--input",
+    "input_",
+    callback=_parse_input,
+    envvar="FLEET_INPUT",
+    show_envvar=True,
+    help='The function input as a JSON object, e.g. \'{"hello": "world"}\'.',
+)
+_domain_option = click.option(
+    "--domain",
+    type=click.Choice([d.name for d in DOMAINS]),
+    envvar="FLEET_DOMAIN",
+    show_envvar=True,
+    help="Send to this domain's topic instead of the function's own.",
+)
+
+
+@click.command()
+@click.argument("slug")
+@_input_option
+@_domain_option
+@click.option(
+    "--execution-id", envvar="FLEET_EXECUTION_ID", show_envvar=True, help="Use this id (idempotency key)."
+)
+@redis_url_option
+@home_option
+def publish(
+    slug: str,
+    input_: dict[str, Any],
+    domain: str | None,
+    execution_id: str | None,
+    redis_url: str | None,
+    home: str | None,
+) -> None:
+    """Publish a request for SLUG and print its execution id (does not wait)."""
+    settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
+    load_functions()
+
+    async def main() -> str:
+        async with FleetClient(settings=settings) as client:
+            return await client.publish(slug, input_, domain=domain, execution_id=execution_id)
+
+    try:
+        click.echo(run(main()))
+    except UnknownFunction as exc:
+        click.echo(f"failed: {exc.code}: {exc.message}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
+
+
+@click.command()
+@click.argument("slug")
+@_input_option
+@_domain_option
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="FLEET_INVOKE_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to wait for the result.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="FLEET_JSON", show_envvar=True, help="Print the result as JSON."
+)
+@redis_url_option
+@home_option
+def invoke(
+    slug: str,
+    input_: dict[str, Any],
+    domain: str | None,
+    timeout: float,
+    as_json: bool,
+    redis_url: str | None,
+    home: str | None,
+) -> None:
+    """Run SLUG and print its result. Exit 0 completed, 1 failed, 2 usage error."""
+    settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
+    load_functions()
+
+    async def main() -> ExecutionResult | ExecutionTimeout:
+        async with FleetClient(settings=settings) as client:
+            try:
+                return await client.invoke(slug, input_, domain=domain, timeout=timeout)
+            except ExecutionTimeout as exc:
+                return exc
+
+    try:
+        outcome = run(main())
+    except UnknownFunction as exc:
+        click.echo(f"failed: {exc.code}: {exc.message}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
+    if isinstance(outcome, ExecutionTimeout):
+        if as_json:
+            echo_json(
+                {
+                    "execution_id": outcome.execution_id,
+                    "status": "unknown",
+                    "error": {"code": "timeout", "message": outcome.message},
+                }
+            )
+        else:
+            click.echo(f"timeout: {outcome.message}", err=True)
+        raise SystemExit(EXIT_FAILED)
+    if as_json:
+        echo_json(outcome.model_dump(mode="json", exclude_none=True))
+    elif outcome.ok:
+        echo_json(outcome.output)
+    else:
+        assert outcome.error is not None
+        click.echo(f"failed: {outcome.error.code}: {outcome.error.message}", err=True)
+        if outcome.error.details is not None:
+            echo_json(outcome.error.details)
+    raise SystemExit(0 if outcome.ok else EXIT_FAILED)

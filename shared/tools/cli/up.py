@@ -1,0 +1,205 @@
+"""`fleet up`: the whole fleet on one machine, no cluster.
+
+Starts an embedded Valkey when no ``FLEET_REDIS_URL`` is set (data kept under ``FLEET_HOME``),
+then one worker process per domain, supervised (a crashed worker is restarted with backoff).
+Likewise an embedded PostgreSQL when no ``FLEET_DATABASE_URL`` is set (registry + history;
+migrated and built-ins synced before the workers start).
+Writes ``$FLEET_HOME/up.json`` so `fleet invoke` & co. in another terminal find the broker
+and the database.
+Ctrl-C / SIGTERM drains every worker, stops the broker, removes the state file, exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from shared.domains import DOMAINS, get_domain
+from shared.settings import Settings
+from shared.tools.cli.common import make_settings, read_up_state
+from shared.tools.cli.db import database_option
+from shared.tools.cli.options import home_option, redis_url_option
+from shared.tools.embedded import EmbeddedBroker, EmbeddedDatabase
+
+__all__ = ["up"]
+
+#: Seconds between restarts of a worker that keeps crashing (doubles up to the cap).
+RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
+
+
+@click.command()
+@redis_url_option
+@database_option
+@home_option
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    type=click.Choice([d.name for d in DOMAINS]),
+    envvar="FLEET_UP_DOMAINS",
+    show_envvar=True,
+    help="Run only these domains (repeatable).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    envvar="FLEET_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds each worker may drain.",
+)
+def up(
+    redis_url: str | None,
+    database_url: str | None,
+    home: str | None,
+    domains: tuple[str, ...],
+    shutdown_timeout: float | None,
+) -> None:
+    """Run the fleet locally: broker and database (embedded unless configured) and every
+    domain worker."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=database_url, home=home, shutdown_timeout=shutdown_timeout
+    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    existing = read_up_state(settings.home)
+    if existing is not None:
+        raise click.UsageError(
+            f"`fleet up` is already running (pid {existing['pid']}, {existing['redis_url']})"
+        )
+    selected = [get_domain(d) for d in domains] or list(DOMAINS)
+    broker: EmbeddedBroker | None = None
+    url = settings.redis_url or ""
+    if not url:
+        broker = EmbeddedBroker(settings.home / "valkey", persist=True)
+        url = broker.start()
+    database: EmbeddedDatabase | None = None
+    try:
+        if not settings.database_url:
+            database = EmbeddedDatabase(settings.home / "postgres")
+            settings = settings.model_copy(update={"database_url": database.start()})
+        asyncio.run(_prepare_database(settings))
+        asyncio.run(_supervise(settings, url, [d.name for d in selected], embedded=broker is not None))
+    finally:
+        settings.state_file.unlink(missing_ok=True)
+        if database is not None:
+            database.stop()
+        if broker is not None:
+            broker.stop()
+    click.echo("fleet stopped", err=True)
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """Migrate the registry database and sync every built-in into it."""
+    from shared.assemble import load_functions
+    from shared.registry.database import connect
+    from shared.registry.migrator import migrate
+    from shared.registry.sync import sync_builtins
+
+    url = settings.database_url or ""
+    applied = await migrate(url, log_applied=False)
+    load_functions(extra_modules=settings.extra_modules)
+    connection = await connect(url, timeout=settings.database_timeout)
+    try:
+        report = await sync_builtins(connection)
+    finally:
+        await connection.close()
+    click.echo(
+        f"registry: {url} ({len(applied)} migrations applied, {len(report.inserted)} built-ins added, "
+        f"{len(report.updated)} updated)",
+        err=True,
+    )
+
+
+async def _supervise(settings: Settings, url: str, domains: list[str], *, embedded: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    env = {
+        **os.environ,
+        "FLEET_REDIS_URL": url,
+        "FLEET_HOME": str(settings.home),
+        "FLEET_DATABASE_URL": settings.database_url or "",
+    }
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    backoff = dict.fromkeys(domains, RESTART_BACKOFF_INITIAL)
+
+    async def spawn(domain: str) -> None:
+        procs[domain] = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.tools.cli.main",
+            "worker",
+            domain,
+            "--transport",
+            "redis",
+            env={**env, "FLEET_CONSUMER_NAME": f"{settings.consumer_name}-{domain}"},
+            # Workers get SIGTERM from us, not Ctrl-C from the terminal: we order the drain.
+            start_new_session=True,
+        )
+
+    for domain in domains:
+        await spawn(domain)
+    _write_state(settings, url, procs, embedded)
+    where = f"embedded, data in {settings.home / 'valkey'}" if embedded else "external"
+    click.echo(
+        f"fleet up: broker {url} ({where})\n"
+        + "".join(f"  worker {d:<10} pid {procs[d].pid}  topic {settings.topic_for(d)}\n" for d in domains)
+        + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
+        + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
+        err=True,
+    )
+    while not stop.is_set():
+        waits = {asyncio.ensure_future(p.wait()): d for d, p in procs.items()}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        for fut in waits:
+            fut.cancel()
+        stopper.cancel()
+        if stop.is_set():
+            break
+        for fut in done:
+            exited = waits.get(fut)
+            if exited is None:
+                continue
+            domain = exited
+            code = procs[domain].returncode
+            delay = backoff[domain]
+            click.echo(f"worker {domain} exited with {code}; restarting in {delay:g}s", err=True)
+            await asyncio.sleep(delay)
+            backoff[domain] = min(RESTART_BACKOFF_MAX, delay * 2)
+            if not stop.is_set():
+                await spawn(domain)
+                _write_state(settings, url, procs, embedded)
+    click.echo("draining workers...", err=True)
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    grace = settings.shutdown_timeout + 5
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs.values())), grace)
+    except TimeoutError:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+        await asyncio.gather(*(p.wait() for p in procs.values()))
+
+
+def _write_state(settings: Settings, url: str, procs: dict[str, Any], embedded: bool) -> None:
+    state = {
+        "pid": os.getpid(),
+        "redis_url": url,
+        "embedded_broker": embedded,
+        "database_url": settings.database_url,
+        "workers": {d: p.pid for d, p in procs.items()},
+        "started_at": time.time(),
+    }
+    tmp = settings.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(settings.state_file)
