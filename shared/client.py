@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ExecutionResult
-from shared.domains import DOMAINS, get_domain
+from shared.domains import DOMAINS, get_domain, routed_domain
 from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
 from shared.functions import BUILTINS, FunctionTable, canonical_slug
 from shared.runtime.envelope import encode_request
@@ -106,14 +106,18 @@ class FleetClient:
             return self.settings.topic_for(get_domain(domain).name)
         spec = self.functions.get(slug)
         if spec is None and self.functions is BUILTINS:
-            # The built-ins register on import; load them once, on the first miss.
-            from shared.assemble import load_functions
+            import shared.diagnostics  # noqa: F401  (registers system/echo & co. on first use)
 
-            load_functions()
             spec = self.functions.get(slug)
-        if spec is None:
-            raise UnknownFunction(f"no function {slug!r} to route; pass a domain", slug=slug)
-        return self.settings.topic_for(spec.domain or DEFAULT_DIAGNOSTIC_DOMAIN)
+        if spec is not None:
+            return self.settings.topic_for(spec.domain or DEFAULT_DIAGNOSTIC_DOMAIN)
+        if self.functions is BUILTINS:
+            # Built-ins of the worker packages route by the domains' declared routes, without
+            # importing the packages (they load every provider module).
+            routed = routed_domain(canonical_slug(slug))
+            if routed is not None:
+                return self.settings.topic_for(routed.name)
+        raise UnknownFunction(f"no function {slug!r} to route; pass a domain", slug=slug)
 
     async def route(self, slug: str, domain: str | None = None) -> str:
         """The request topic for ``slug``: ``domain`` if given, else the built-ins table, else

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import ConfigError
 
-__all__ = ["DOMAINS", "EGRESS_POLICIES", "Domain", "Resources", "get_domain"]
+__all__ = ["DOMAINS", "EGRESS_POLICIES", "Domain", "Resources", "get_domain", "routed_domain"]
 
 #: What a domain's NetworkPolicy lets it reach beyond DNS, Redis, the Dapr control plane and the
 #: trace collector (the ``egress`` field). The manifests renderer rejects any other value.
@@ -50,6 +50,9 @@ class Domain:
         cooldown_period: seconds without backlog or in-flight work before KEDA scales to zero.
         worker_env: extra ``FLEET_*`` settings of this domain's worker pods only (``(name, value)``
             pairs; every other setting is shared by all domains through the ConfigMap).
+        routes: the built-in slugs this domain's worker package serves, as plugin prefixes
+            (``openai/``) or exact slugs (``system/http-request``): how a client routes a
+            built-in without importing the package (a test checks them against the built-ins).
 
     Raises:
         ConfigError: on construction, for an unknown ``egress``, non-positive concurrency or
@@ -68,6 +71,7 @@ class Domain:
     polling_interval: int = 15
     cooldown_period: int = 300
     worker_env: tuple[tuple[str, str], ...] = ()
+    routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.egress not in EGRESS_POLICIES:
@@ -87,13 +91,26 @@ class Domain:
 
 
 DOMAINS: tuple[Domain, ...] = (
-    Domain(name="ai", package="ai", description="LLM, image and scraping providers", concurrency=64),
-    Domain(name="comms", package="comms", description="Slack, e-mail", concurrency=64),
+    Domain(
+        name="ai",
+        package="ai",
+        description="LLM, image and scraping providers",
+        concurrency=64,
+        routes=("openai/", "anthropic/", "perplexity/", "fal/", "firecrawl/", "superagent/", "v0/"),
+    ),
+    Domain(
+        name="comms",
+        package="comms",
+        description="Slack, e-mail",
+        concurrency=64,
+        routes=("slack/", "resend/"),
+    ),
     Domain(
         name="dev-tools",
         package="dev_tools",
         description="GitHub, Linear, Webflow, Clerk, Stripe, Blob",
         concurrency=64,
+        routes=("github/", "linear/", "webflow/", "clerk/", "stripe/", "blob/"),
     ),
     Domain(
         name="oci",
@@ -110,10 +127,20 @@ DOMAINS: tuple[Domain, ...] = (
         description="HTTP requests and webhooks, SSRF-guarded",
         concurrency=128,
         egress="internet-only",
+        routes=("system/http-request",),
     ),
 )
 
 _BY_NAME = {d.name: d for d in DOMAINS} | {d.package: d for d in DOMAINS}
+
+
+def routed_domain(slug: str) -> Domain | None:
+    """The domain whose declared ``routes`` cover ``slug`` (an exact slug before a plugin
+    prefix), or ``None``: routing a built-in without importing any worker package."""
+    exact = next((d for d in DOMAINS if slug in d.routes), None)
+    if exact is not None:
+        return exact
+    return next((d for d in DOMAINS for r in d.routes if r.endswith("/") and slug.startswith(r)), None)
 
 
 def get_domain(name: str) -> Domain:
