@@ -191,3 +191,31 @@ async def test_burst_mode_answers_everything_then_exits_by_itself(
     results = await read_results(redis, settings.results_topic, 50, timeout=1)
     assert sorted(r["executionid"] for r in results) == sorted(ids)
     assert (await redis.xpending(settings.topic_for("ai"), settings.group_for("ai")))["pending"] == 0
+
+
+async def test_ctrl_c_drains_workers_before_the_embedded_broker_stops(tmp_path: Path) -> None:
+    """Ctrl-C reaches the terminal's whole process group. `fleet up` orders the stop anyway:
+    workers drain while the embedded broker still runs, so a clean stop logs no warning."""
+    home = tmp_path / "fleet-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update({"FLEET_HOME": str(home), "FLEET_SHUTDOWN_TIMEOUT": "3", "FLEET_LOG_FORMAT": "json"})
+    # Its own process group, like a job in a terminal, so the whole group can get the SIGINT.
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.tools.cli.main", "up", "--domain", "ai",
+        env=env, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        await wait_for(lambda: _exists(home / "up.json"), timeout=60)
+        state = json.loads((home / "up.json").read_text())
+        async with FleetClient(redis_url=state["redis_url"]) as client:
+            result = await client.invoke("system/echo", {"before": "ctrl-c"}, timeout=20)
+            assert result.status == "completed"
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, err = await asyncio.wait_for(up.communicate(), 60)
+    assert up.returncode == 0
+    lines = err.decode().splitlines()
+    warnings = [line for line in lines if '"level": "warning"' in line or '"level": "error"' in line]
+    assert warnings == []
+    assert any('"worker stopped"' in line for line in lines)
+    assert "fleet stopped" in lines[-1]

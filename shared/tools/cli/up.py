@@ -32,6 +32,35 @@ __all__ = ["up"]
 
 #: Seconds between restarts of a worker that keeps crashing (doubles up to the cap).
 RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
+#: Set in the supervisor's environment: the process `fleet up` re-runs itself as.
+_SUPERVISOR_ENV = "FLEET_UP_SUPERVISOR"
+
+
+def _run_detached_supervisor() -> int:
+    """Run this same command again as the supervisor, in a session of its own, and relay
+    SIGINT/SIGTERM to it as one SIGTERM; returns its exit code.
+
+    Ctrl-C in a terminal signals the whole foreground process group. The embedded broker is a
+    child process that would get it too and stop before the workers drain (every worker then
+    logs "connection closed" while it settles). Detached, the supervisor, the broker and the
+    workers see only the SIGTERM relayed here, and the supervisor orders the stop: workers
+    drain first, then the database and the broker stop.
+    """
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shared.tools.cli.main", *sys.argv[1:]],
+        env={**os.environ, _SUPERVISOR_ENV: "1"},
+        start_new_session=True,
+    )
+
+    def relay(signum: int, frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, relay)
+    return child.wait()
 
 
 @click.command()
@@ -63,6 +92,8 @@ def up(
 ) -> None:
     """Run the fleet locally: broker and database (embedded unless configured) and every
     domain worker."""
+    if os.environ.get(_SUPERVISOR_ENV) != "1":
+        sys.exit(_run_detached_supervisor())
     settings = make_settings(
         redis_url=redis_url, database_url=database_url, home=home, shutdown_timeout=shutdown_timeout
     )
