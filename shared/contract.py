@@ -19,10 +19,12 @@ __all__ = [
     "EVENT_COMPLETED",
     "EVENT_FAILED",
     "EVENT_REQUESTED",
+    "ORIGIN_ALIASES",
     "ErrorCode",
     "ExecutionError",
     "ExecutionResult",
     "RequestData",
+    "apply_origin_aliases",
 ]
 
 EVENT_REQUESTED = "fleet.execution.requested"
@@ -65,12 +67,43 @@ class ErrorCode(enum.StrEnum):
     IMAGE_PULL_FAILED = "image_pull_failed"
 
 
+#: The origin orchestrator's names for request fields (docs/contract.md, "The origin's request
+#: shape"): accepted on every path as aliases of the contract's; results use the contract's.
+ORIGIN_ALIASES: dict[str, str] = {
+    "function_slug": "function",
+    "workflow_id": "workflow_execution_id",
+    "node_outputs": "context",
+}
+
+
+def apply_origin_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the origin's field names replaced by the contract's. Raises ``ValueError``
+    naming both spellings when a field is given twice with different values."""
+    out = dict(data)
+    for alias, name in ORIGIN_ALIASES.items():
+        if alias not in out:
+            continue
+        value = out.pop(alias)
+        if name in out and out[name] != value:
+            raise ValueError(f"{alias!r} and {name!r} are the same field and disagree")
+        out[name] = value
+    return out
+
+
 class RequestData(BaseModel):
-    """``data`` of a ``fleet.execution.requested`` event."""
+    """``data`` of a ``fleet.execution.requested`` event.
+
+    ``function`` (the slug) or ``function_id`` (the registry id) names the function; with both,
+    they must name the same one. The origin orchestrator's names are accepted too
+    (:data:`ORIGIN_ALIASES`).
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    function: str = Field(min_length=1, max_length=200, description="function slug")
+    function: str | None = Field(default=None, min_length=1, max_length=200, description="function slug")
+    function_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="the function's registry id (UUID)"
+    )
     input: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] | None = Field(
         default=None, description="earlier node outputs, for {{node.field}} templates"

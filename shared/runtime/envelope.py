@@ -28,7 +28,9 @@ from shared.contract import (
     EVENT_COMPLETED,
     EVENT_FAILED,
     EVENT_REQUESTED,
+    ORIGIN_ALIASES,
     RequestData,
+    apply_origin_aliases,
 )
 from shared.errors import InvalidEvent, UndecodableEvent
 
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 _ACCEPTED_TYPES = frozenset({EVENT_REQUESTED, DAPR_DEFAULT_EVENT_TYPE})
+_ALIAS_KEYS = frozenset(ORIGIN_ALIASES)
 
 
 @dataclass(slots=True)
@@ -60,7 +63,8 @@ class RequestEvent:
 
     @property
     def function(self) -> str:
-        return self.data.function
+        """The slug as requested (empty when the request names only a ``function_id``)."""
+        return self.data.function or ""
 
 
 def violations(error: ValidationError) -> list[dict[str, str]]:
@@ -84,6 +88,11 @@ def decode_request(body: bytes) -> RequestEvent:
         raise UndecodableEvent("CloudEvent has no id to answer to", raw=body)
 
     raw_data = event.get("data")
+    if isinstance(raw_data, dict) and not _ALIAS_KEYS.isdisjoint(raw_data):
+        try:
+            raw_data = apply_origin_aliases(raw_data)
+        except ValueError as exc:
+            raise InvalidEvent(str(exc), execution_id=event_id) from None
     guess = raw_data.get("function") if isinstance(raw_data, dict) else None
     slug = guess if isinstance(guess, str) else event.get("subject")
 
@@ -112,8 +121,10 @@ def decode_request(body: bytes) -> RequestEvent:
         request = RequestData.model_validate(raw_data)
     except ValidationError as exc:
         raise invalid("data is not a valid execution request", violations(exc)) from None
+    if request.function is None and request.function_id is None:
+        raise invalid("data names no function: give `function` (slug) or `function_id`")
     subject = event.get("subject")
-    if subject is not None and subject != request.function:
+    if subject is not None and request.function is not None and subject != request.function:
         raise invalid(f"subject {subject!r} does not match data.function {request.function!r}")
     return RequestEvent(
         id=event_id,

@@ -371,7 +371,7 @@ class Worker:
         if delivery.delivery_count > self.settings.max_deliveries:
             return await self._exhausted(d, delivery.last_error)
         try:
-            spec = await self._resolve(d.slug)
+            spec = await self._resolve_request(d, event)
         except ExecutionFailed as exc:
             return await self._failed(d, exc)
         call = d.call = self._call(d, event, spec)
@@ -439,6 +439,23 @@ class Worker:
     ) -> None:
         if self.recorder is not None:
             await self.recorder.record(data, call, answered=answered, data_json=data_json)
+
+    async def _resolve_request(self, d: _InProcess, event: RequestEvent) -> FunctionSpec:
+        """The function the request names by slug, by registry id (``function_id``), or both
+        (then they must agree); ``d.slug`` is the resolved slug afterwards."""
+        function_id = event.data.function_id
+        if function_id is None:
+            return await self._resolve(d.slug)
+        spec = await self._resolve(d.slug or function_id)
+        if d.slug and spec.function_id is not None and spec.function_id != function_id:
+            raise InvalidEvent(
+                f"function {d.slug!r} has id {spec.function_id}, not {function_id}",
+                details={"function": d.slug, "function_id": function_id},
+                execution_id=event.id,
+                slug=d.slug,
+            )
+        d.slug = d.slug or spec.slug
+        return spec
 
     async def _resolve(self, slug: str) -> FunctionSpec:
         spec = await self.resolver.resolve(slug)

@@ -114,7 +114,7 @@ def test_bodies_without_an_id_to_answer_are_undecodable(body: bytes) -> None:
         ({"type": "something.else"}, "event type"),
         ({"datacontenttype": "text/plain"}, "datacontenttype"),
         ({"data": "a string"}, "data must be"),
-        ({"data": {"input": {}}}, "not a valid execution request"),
+        ({"data": {"input": {}}}, "names no function"),
         ({"data": {"function": "system/echo", "input": [1]}}, "not a valid execution request"),
         ({"data": {"function": "system/echo", "timeout_seconds": -1}}, "not a valid execution request"),
         ({"subject": "other/slug"}, "does not match"),
