@@ -2,7 +2,7 @@
 
 ::
 
-    async with FleetClient("redis://localhost:6379") as fleet:
+    async with FleetClient() as fleet:  # the broker of a running `fleet up`, or FLEET_REDIS_URL
         execution_id = await fleet.publish("slack/send-message", {"channel": "#ops", ...})
         result = await fleet.invoke("system/echo", {"hello": "world"}, timeout=10)
         assert result.status == "completed"
@@ -17,6 +17,7 @@ from the registry issue on); functions every domain serves (``system/*``) go to
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Self
 
 import orjson
@@ -25,27 +26,64 @@ from redis.asyncio import Redis
 
 from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ExecutionResult
+from shared.discovery import where_we_looked, with_running_fleet
 from shared.domains import DOMAINS, get_domain, routed_domain
 from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
 from shared.functions import BUILTINS, FunctionTable, canonical_slug
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
 from shared.transports.redis import cancel_and_wait, connect, redis_errors_as_transport
+from shared.transports.redis_streams import last_error_key
 
-__all__ = ["DEFAULT_DIAGNOSTIC_DOMAIN", "FleetClient"]
+__all__ = ["DEFAULT_DIAGNOSTIC_DOMAIN", "FleetClient", "Progress"]
 
 log = structlog.get_logger("fleet.client")
 
 DEFAULT_DIAGNOSTIC_DOMAIN = DOMAINS[0].name
 _READ_BLOCK_MS = 1000
 _READ_COUNT = 1000
+#: Requests whose stream entry a client remembers for :meth:`FleetClient.progress`.
+_TRACKED_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What :meth:`FleetClient.progress` found: ``state`` (queued, running, retrying,
+    dead-lettered, answered), ``attempt`` of ``max_attempts`` deliveries, the ``reason`` the
+    last attempt gave (a retry's or the dead letter's) and the ``consumer`` holding it."""
+
+    state: str
+    attempt: int
+    max_attempts: int
+    reason: str | None = None
+    consumer: str | None = None
+
+    def describe(self) -> str:
+        text = self.state
+        if self.attempt:
+            text += f" (attempt {self.attempt} of {self.max_attempts})"
+        if self.consumer and self.state == "running":
+            text += f" on {self.consumer}"
+        if self.reason and self.state != "running":
+            text += f": {self.reason}"
+        return text
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class FleetClient:
     """Publish requests and await results over Redis Streams.
 
     Parameters:
-        redis_url: the broker (``FLEET_REDIS_URL``); or pass ``redis`` (not closed by us).
+        redis_url: the broker; unset: ``FLEET_REDIS_URL``, else the broker a running `fleet up`
+            recorded (as the CLI finds it); or pass ``redis`` (not closed by us).
         settings: topic names (defaults from the environment).
         source: the CloudEvent ``source`` of requests (who is asking).
         functions: the routing table (built-ins by default).
@@ -61,9 +99,14 @@ class FleetClient:
         functions: FunctionTable = BUILTINS,
     ) -> None:
         self.settings = settings or Settings()
+        if redis is None and redis_url is None:
+            self.settings = with_running_fleet(self.settings)
         url = redis_url or self.settings.redis_url
         if redis is None and url is None:
-            raise ConfigError("no broker: pass redis_url, set FLEET_REDIS_URL, or start `fleet up`")
+            raise ConfigError(
+                f"no broker: {where_we_looked(self.settings)}; start `fleet up`, set FLEET_REDIS_URL "
+                "or pass redis_url"
+            )
         self._redis = redis if redis is not None else connect(url or "")
         self._owns_redis = redis is None
         self.source = source
@@ -72,6 +115,8 @@ class FleetClient:
         self._reader: asyncio.Task[None] | None = None
         self._position: str | None = None
         self._registered: dict[str, str | None] = {}
+        #: execution id → (topic, stream entry id) of requests this client published.
+        self._entries: dict[str, tuple[str, str]] = {}
         self._closing = False
 
     async def __aenter__(self) -> Self:
@@ -179,8 +224,57 @@ class FleetClient:
             traceparent=traceparent,
         )
         async with redis_errors_as_transport(f"publishing to {topic}"):
-            await self._redis.xadd(topic, {"data": body, "metadata": b"{}"})
+            entry_id = await self._redis.xadd(topic, {"data": body, "metadata": b"{}"})
+        if len(self._entries) >= _TRACKED_ENTRIES:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[execution_id] = (topic, entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
         return execution_id
+
+    async def progress(self, execution_id: str) -> Progress | None:
+        """Where a request this client published stands, from what the fleet records on the
+        broker: ``queued`` (not delivered yet), ``running`` (delivered, not answered), or
+        ``retrying`` (a delivery ended without an answer and it waits for the next one), with
+        the attempt and the reason the last attempt gave; ``dead-lettered`` once moved to the
+        dead-letter topic; ``answered`` when nothing is pending any more. ``None`` for a request
+        this client did not publish."""
+        where = self._entries.get(execution_id)
+        if where is None:
+            return None
+        topic, entry_id = where
+        group = self.settings.group_for(topic.removeprefix(self.settings.topic_prefix))
+        async with redis_errors_as_transport(f"reading the progress of {execution_id}"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xpending_range(topic, group, min=entry_id, max=entry_id, count=1)
+            pipe.xinfo_groups(topic)
+            pipe.hget(last_error_key(topic), entry_id)
+            pipe.xrevrange(self.settings.dlq_for(topic), count=50)
+            # A group nobody created yet (no worker ever ran) is not an error here: it is queued.
+            replies = await pipe.execute(raise_on_error=False)
+        pending, groups, note, dead = (None if isinstance(r, Exception) else r for r in replies)
+        pending, groups, dead = pending or [], groups or [], dead or []
+        max_attempts = self.settings.max_deliveries
+        for _, fields in dead:
+            metadata = orjson.loads(fields.get(b"metadata", b"{}"))
+            if metadata.get("fleet.message-id") == entry_id:
+                return Progress(
+                    "dead-lettered",
+                    int(metadata.get("fleet.deliveries", 0)),
+                    max_attempts,
+                    metadata.get("fleet.error"),
+                )
+        reason = note.decode() if isinstance(note, bytes) else note
+        if pending:
+            entry = pending[0]
+            attempts = int(entry["times_delivered"])
+            consumer = _text(entry["consumer"])
+            state = "retrying" if reason and attempts >= 1 else "running"
+            return Progress(state, attempts, max_attempts, reason, consumer)
+        last_delivered = next(
+            (_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == group), "0-0"
+        )
+        if _id_tuple(entry_id) > _id_tuple(last_delivered):
+            return Progress("queued", 0, max_attempts)
+        return Progress("answered", 0, max_attempts)
 
     async def invoke(
         self,

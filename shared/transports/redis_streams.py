@@ -48,7 +48,7 @@ from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement, SettlePrelude
 from shared.transports.redis import cancel_and_wait, redis_errors_as_transport, server_of
 
-__all__ = ["RedisStreamsTransport", "ensure_group", "min_unanswered_id", "parse_entry"]
+__all__ = ["RedisStreamsTransport", "ensure_group", "last_error_key", "min_unanswered_id", "parse_entry"]
 
 log = structlog.get_logger("fleet.transport.redis")
 
@@ -58,6 +58,12 @@ _EMPTY_METADATA = b"{}"
 STALE_CONSUMER_MS = 3_600_000
 #: How long the last-error notes of un-acked entries are kept.
 LAST_ERROR_TTL_S = 7 * 24 * 3600
+
+
+def last_error_key(topic: str) -> str:
+    """The hash where the reason of each un-answered delivery of ``topic`` is kept (by entry id)
+    until it is answered: the next delivery's ``last_error``, and what `fleet invoke` shows."""
+    return f"fleet:last-error:{topic}"
 
 
 async def ensure_group(redis: Redis, topic: str, group: str) -> None:
@@ -144,7 +150,7 @@ class RedisStreamsTransport:
         self.settings = settings
         self.results_topic = settings.results_topic
         self.dlq_topic = settings.dlq_for(topic)
-        self._last_error_key = f"fleet:last-error:{topic}"
+        self._last_error_key = last_error_key(topic)
         self._owns_client = owns_client
         self._in_flight: set[str] = set()
         self._reclaimed: deque[Delivery] = deque()

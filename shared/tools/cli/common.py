@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
+from shared.discovery import read_up_state, with_running_fleet
 from shared.errors import ConfigError, TransportError
 from shared.settings import Settings
 
@@ -46,37 +45,6 @@ def make_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise click.UsageError(f"invalid setting: {exc}") from None
-
-
-def read_up_state(home: Path) -> dict[str, Any] | None:
-    """The state file of a live `fleet up` under ``home``, or ``None``."""
-    path = home / "up.json"
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        return None
-    return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def with_running_fleet(settings: Settings) -> Settings:
-    """``settings`` with ``redis_url`` and ``database_url``, where unset, filled from a running
-    `fleet up` (what every command that talks to the fleet uses); unchanged when none runs."""
-    state = read_up_state(settings.home) or {}
-    found = {k: state[k] for k in ("redis_url", "database_url") if state.get(k) and not getattr(settings, k)}
-    return settings.model_copy(update=found) if found else settings
 
 
 def resolve_broker(settings: Settings) -> Settings:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import click
 
-from shared.assemble import load_functions
 from shared.client import FleetClient
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS
-from shared.errors import ExecutionTimeout, UnknownFunction
+from shared.errors import ExecutionTimeout, TransportError, UnknownFunction
 from shared.tools.cli.common import EXIT_FAILED, echo_json, make_settings, resolve_broker, run
 from shared.tools.cli.options import home_option, redis_url_option
+from shared.transports.redis import cancel_and_wait
 
-__all__ = ["invoke", "publish"]
+__all__ = ["EXIT_TIMEOUT", "invoke", "publish"]
+
+#: `fleet invoke`'s exit code when no result arrived within --timeout.
+EXIT_TIMEOUT = 3
+#: Seconds before the first progress line, and between checks.
+PROGRESS_FIRST_S, PROGRESS_INTERVAL_S = 0.5, 0.5
 
 
 def _parse_input(_: click.Context, __: click.Parameter, value: str | None) -> dict[str, Any]:
@@ -66,7 +72,6 @@ def publish(
 ) -> None:
     """Publish a request for SLUG and print its execution id (does not wait)."""
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
-    load_functions()
 
     async def main() -> str:
         async with FleetClient(settings=settings) as client:
@@ -77,6 +82,23 @@ def publish(
     except UnknownFunction as exc:
         click.echo(f"failed: {exc.code}: {exc.message}", err=True)
         raise SystemExit(EXIT_FAILED) from None
+
+
+async def _show_progress(client: FleetClient, execution_id: str) -> None:
+    """Print the request's state on stderr each time it changes (after a first short wait, so a
+    quick answer prints nothing)."""
+    shown: str | None = None
+    await asyncio.sleep(PROGRESS_FIRST_S)
+    while True:
+        try:
+            progress = await client.progress(execution_id)
+        except TransportError:
+            progress = None
+        text = progress.describe() if progress is not None else None
+        if text and text != shown and (progress is None or progress.state != "answered"):
+            click.echo(f"{execution_id}: {text}", err=True)
+            shown = text
+        await asyncio.sleep(PROGRESS_INTERVAL_S)
 
 
 @click.command()
@@ -106,16 +128,24 @@ def invoke(
     redis_url: str | None,
     home: str | None,
 ) -> None:
-    """Run SLUG and print its result. Exit 0 completed, 1 failed, 2 usage error."""
+    """Run SLUG and print its result. Exit 0 completed, 1 failed, 2 usage error, 3 no result
+    within --timeout (the request may still run).
+
+    While it waits, what the fleet records about the request is shown on stderr as it changes:
+    queued, running (attempt n of m), retrying with the reason, dead-lettered.
+    """
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
-    load_functions()
 
     async def main() -> ExecutionResult | ExecutionTimeout:
         async with FleetClient(settings=settings) as client:
+            execution_id = await client.publish(slug, input_, domain=domain)
+            watcher = asyncio.create_task(_show_progress(client, execution_id))
             try:
-                return await client.invoke(slug, input_, domain=domain, timeout=timeout)
+                return await client.wait(execution_id, timeout=timeout)
             except ExecutionTimeout as exc:
                 return exc
+            finally:
+                await cancel_and_wait(watcher)
 
     try:
         outcome = run(main())
@@ -133,7 +163,7 @@ def invoke(
             )
         else:
             click.echo(f"timeout: {outcome.message}", err=True)
-        raise SystemExit(EXIT_FAILED)
+        raise SystemExit(EXIT_TIMEOUT)
     if as_json:
         echo_json(outcome.model_dump(mode="json", exclude_none=True))
     elif outcome.ok:

@@ -36,6 +36,14 @@ RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 0.5, 30.0
 _SUPERVISOR_ENV = "FLEET_UP_SUPERVISOR"
 
 
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        if os.getppid() != parent:
+            stop.set()
+
+
 def _run_detached_supervisor() -> int:
     """Run this same command again as the supervisor, in a session of its own, and relay
     SIGINT/SIGTERM to it as one SIGTERM; returns its exit code.
@@ -152,8 +160,12 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The `fleet up` command that started us relays signals; if it is killed outright, stop
+    # rather than run on with nobody to stop us.
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop))
     env = {
         **os.environ,
+        _SUPERVISOR_ENV: "",
         "FLEET_REDIS_URL": url,
         "FLEET_HOME": str(settings.home),
         "FLEET_DATABASE_URL": settings.database_url or "",
@@ -208,6 +220,7 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
             if not stop.is_set():
                 await spawn(domain)
                 _write_state(settings, url, procs, embedded)
+    orphan_watch.cancel()
     click.echo("draining workers...", err=True)
     for proc in procs.values():
         if proc.returncode is None:
@@ -224,7 +237,9 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
 
 def _write_state(settings: Settings, url: str, procs: dict[str, Any], embedded: bool) -> None:
     state = {
-        "pid": os.getpid(),
+        # The command people and scripts signal (it relays to this supervisor, "supervisor_pid").
+        "pid": os.getppid() if os.environ.get(_SUPERVISOR_ENV) == "1" else os.getpid(),
+        "supervisor_pid": os.getpid(),
         "redis_url": url,
         "embedded_broker": embedded,
         "database_url": settings.database_url,
