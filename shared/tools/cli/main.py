@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "worker": "shared.tools.cli.worker:worker",
     "publish": "shared.tools.cli.invoke:publish",
     "invoke": "shared.tools.cli.invoke:invoke",
+    "status": "shared.tools.cli.status:status",
     "config": "shared.tools.cli.config:config",
     "bench": "shared.tools.cli.bench:bench",
     "topic": "shared.tools.cli.topic:topic",
