@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from shared.errors import ConfigError
 from shared.resources import Resources
+from shared.retry import RetryPolicy
 from shared.settings import Settings
 
 __all__ = [
@@ -100,6 +101,8 @@ class FunctionSpec:
     credentials: tuple[str, ...] = ()
     optional_credentials: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    #: how failures are retried (shared/retry.py); ``None``: the settings' defaults.
+    retry_policy: RetryPolicy | None = None
     #: registry fields (``shared.registry``); the defaults describe an in-code built-in.
     function_id: str | None = None
     version: int = 1
@@ -182,6 +185,7 @@ def builtin(
     timeout_seconds: float | None = None,
     credentials: tuple[str, ...] = (),
     optional_credentials: tuple[str, ...] = (),
+    retry_policy: RetryPolicy | None = None,
     table: FunctionTable = BUILTINS,
 ) -> Callable[[H], H]:
     """Register the decorated coroutine as the built-in ``slug`` (see module docstring)."""
@@ -202,6 +206,7 @@ def builtin(
                 timeout_seconds=timeout_seconds,
                 credentials=credentials,
                 optional_credentials=optional_credentials,
+                retry_policy=retry_policy,
             )
         )
         return handler

@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=5, ge=1, description="Deliveries before a request is dead-lettered with a failed result."
     )
+    # Defaults of a function's retry policy (shared/retry.py); a policy sets its own fields.
+    retry_max_attempts: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Runs of a failing execution, the first included, unless its function's retry "
+        "policy says otherwise (1: failures are answered at once). Capped by FLEET_MAX_DELIVERIES.",
+    )
+    retry_initial_backoff: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry of a failed execution."
+    )
+    retry_max_backoff: float = Field(default=60.0, gt=0, description="Longest wait between two retries.")
+    retry_multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this many times longer.")
+    retry_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Each wait is shortened at random by up to this fraction."
+    )
     shutdown_timeout: float = Field(
         default=25.0,
         ge=0,

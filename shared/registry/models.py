@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.domains import get_domain
 from shared.errors import ConfigError
+from shared.retry import RetryPolicy
 
 __all__ = ["EXECUTION_TYPES", "FunctionDefinition", "FunctionRecord", "check_schema"]
 
@@ -160,6 +161,12 @@ class FunctionDefinition(BaseModel):
             return get_domain(value).name
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("retry_policy")
+    @classmethod
+    def _retry_policy(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Validated by the policy model (unknown fields, ranges) and stored in its own terms.
+        return RetryPolicy.model_validate(value).as_document() if value is not None else None
 
     @field_validator("credentials")
     @classmethod

@@ -38,6 +38,7 @@ class BuiltinRow:
     timeout_seconds: float | None
     credentials: tuple[str, ...]
     tags: tuple[str, ...]
+    retry_policy: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -188,24 +189,25 @@ class FunctionRepository:
             row = await self._db.fetchrow(
                 """
                 INSERT INTO functions AS f (name, slug, description, plugin_id, domain, execution_type,
-                    input_schema, output_schema, timeout_seconds, credentials, tags, is_builtin,
-                    created_by)
-                VALUES ($1, $2, $3, $4, $5, 'builtin', $6, $7, $8, $9, $10, true, 'sync')
+                    input_schema, output_schema, timeout_seconds, credentials, tags, retry_policy,
+                    is_builtin, created_by)
+                VALUES ($1, $2, $3, $4, $5, 'builtin', $6, $7, $8, $9, $10, $11, true, 'sync')
                 ON CONFLICT (slug) DO UPDATE SET
                     name = EXCLUDED.name, description = EXCLUDED.description,
                     plugin_id = EXCLUDED.plugin_id, domain = EXCLUDED.domain,
                     input_schema = EXCLUDED.input_schema, output_schema = EXCLUDED.output_schema,
                     timeout_seconds = EXCLUDED.timeout_seconds, credentials = EXCLUDED.credentials,
-                    tags = EXCLUDED.tags,
+                    tags = EXCLUDED.tags, retry_policy = EXCLUDED.retry_policy,
                     version = f.version + CASE
                         WHEN f.input_schema IS DISTINCT FROM EXCLUDED.input_schema
                           OR f.output_schema IS DISTINCT FROM EXCLUDED.output_schema THEN 1 ELSE 0 END,
                     updated_at = now()
                 WHERE f.is_builtin AND (f.name, f.description, f.plugin_id, f.domain, f.input_schema,
-                        f.output_schema, f.timeout_seconds, f.credentials, f.tags)
+                        f.output_schema, f.timeout_seconds, f.credentials, f.tags, f.retry_policy)
                     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description, EXCLUDED.plugin_id,
                         EXCLUDED.domain, EXCLUDED.input_schema, EXCLUDED.output_schema,
-                        EXCLUDED.timeout_seconds, EXCLUDED.credentials, EXCLUDED.tags)
+                        EXCLUDED.timeout_seconds, EXCLUDED.credentials, EXCLUDED.tags,
+                        EXCLUDED.retry_policy)
                 RETURNING (xmax = 0) AS inserted
                 """,
                 b.name,
@@ -218,6 +220,7 @@ class FunctionRepository:
                 b.timeout_seconds,
                 list(b.credentials),
                 list(b.tags),
+                b.retry_policy,
             )
             if row is not None:
                 (report.inserted if row["inserted"] else report.updated).append(b.slug)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from shared.backoff import Backoff
 from shared.contract import ErrorCode
@@ -32,6 +33,7 @@ from shared.registry.database import connect, is_outage
 from shared.registry.executors import executor_handler, missing_builtin_handler
 from shared.registry.models import FunctionRecord
 from shared.registry.repository import FunctionRepository
+from shared.retry import RetryPolicy
 from shared.runtime.middleware import Call, CallNext
 
 __all__ = [
@@ -67,6 +69,13 @@ def record_to_spec(record: FunctionRecord, table: FunctionTable = BUILTINS) -> F
         "name": record.name,
         "description": record.description,
     }
+    if record.retry_policy:
+        try:
+            registry_fields["retry_policy"] = RetryPolicy.model_validate(record.retry_policy)
+        except ValidationError as exc:  # stored before policies were validated: not applied
+            log.warning(
+                "retry policy of a function is invalid; not applied", slug=record.slug, error=str(exc)
+            )
     if record.execution_type == "builtin":
         code = table.get(record.slug)
         if code is not None:

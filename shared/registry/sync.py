@@ -46,6 +46,7 @@ def builtin_row(spec: FunctionSpec) -> BuiltinRow:
         timeout_seconds=spec.timeout_seconds,
         credentials=tuple(spec.credentials),
         tags=tuple(spec.tags),
+        retry_policy=spec.retry_policy.as_document() if spec.retry_policy is not None else None,
     )
 
 

@@ -48,6 +48,7 @@ from shared.errors import (
 )
 from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
 from shared.resources import Resources
+from shared.retry import effective_policy
 from shared.runtime.envelope import (
     RequestEvent,
     decode_request,
@@ -166,6 +167,7 @@ class Worker:
         self._settle_queue: asyncio.Queue[Settlement] = asyncio.Queue()
         self._abandon_settling = False
         self._next_infra_warning = 0.0
+        self._counts_deliveries = bool(getattr(transport, "counts_deliveries", False))
         self.state = WorkerState.NEW
         #: set once the transport is open and the loop is taking deliveries.
         self.ready = asyncio.Event()
@@ -387,7 +389,7 @@ class Worker:
             dropped = ExecutionFailed(signal_.reason, code=ErrorCode.DROPPED)
             return await self._failed(d, dropped, outcome=Outcome.DROP, reason=signal_.reason)
         except ExecutionFailed as exc:
-            return await self._failed(d, exc)
+            return await self._failed_or_retried(d, spec, exc)
         except Exception as exc:  # a handler bug: a failed result, never a dead worker
             # Scrubbed before the cut: a secret straddling it would leave its head otherwise.
             secrets = call.ctx.credentials.values()
@@ -524,6 +526,28 @@ class Worker:
             result, data_json = self._encode(d, data)
         await self._record(data, d.call, answered=False, data_json=data_json)
         return Settlement(d.delivery, outcome, result=result, reason=reason or str(exc.code))
+
+    async def _failed_or_retried(self, d: _InProcess, spec: FunctionSpec, exc: ExecutionFailed) -> Settlement:
+        """A function's failure under its retry policy (shared/retry.py): redelivered after the
+        policy's backoff while attempts are left; on the last attempt answered with the failure
+        and dead-lettered; otherwise (the policy does not retry it) answered as it is."""
+        if (
+            spec.retry_policy is None and self.settings.retry_max_attempts == 1
+        ) or not self._counts_deliveries:
+            # Nothing is retried (the common case, no policy built), or the transport cannot
+            # count or delay deliveries (Dapr): answered at once, `retryable` tells the caller.
+            return await self._failed(d, exc)
+        policy = effective_policy(spec.retry_policy, self.settings)
+        attempt, code = d.delivery.delivery_count, str(exc.code)
+        if policy.retries(code, exc.retryable, attempt):
+            details = exc.details if isinstance(exc.details, dict) else {}
+            retry_after = details.get("retry_after")
+            delay = policy.delay(attempt, retry_after if isinstance(retry_after, int | float) else None)
+            return Settlement(d.delivery, Outcome.RETRY, reason=f"{code}: {exc.message}", delay=delay)
+        if policy.retries(code, exc.retryable, 0):  # retried before, and this was the last attempt
+            reason = f"{code}: retried {attempt} times: {exc.message}"
+            return await self._failed(d, exc, outcome=Outcome.DROP, reason=reason)
+        return await self._failed(d, exc)
 
     async def _exhausted(self, d: _InProcess, last_error: str | None) -> Settlement:
         deliveries = d.delivery.delivery_count

@@ -74,6 +74,9 @@ class Settlement:
     outcome: Outcome
     result: bytes | None = None
     reason: str | None = None
+    #: RETRY only: redeliver no sooner than this many seconds from now (a retry policy's
+    #: backoff); a transport that cannot delay one delivery redelivers as it always does.
+    delay: float | None = None
 
 
 class Transport(Protocol):
@@ -81,6 +84,9 @@ class Transport(Protocol):
 
     #: ``redis`` or ``dapr``; shown in logs and ``fleet up``'s listing.
     name: str
+    #: True when ``Delivery.delivery_count`` counts deliveries and a RETRY's ``delay`` is
+    #: honoured (Redis Streams); retry policies are enforced only then.
+    counts_deliveries: bool
 
     async def open(self) -> None:
         """Connect and make sure topics/groups exist. Raises TransportError when unreachable."""

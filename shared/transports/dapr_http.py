@@ -151,6 +151,8 @@ class DaprTransport:
     """
 
     name = "dapr"
+    #: daprd does not say how often it delivered a message, nor delay one redelivery.
+    counts_deliveries = False
 
     def __init__(
         self, *, topic: str, domain: str, settings: Settings, metrics: Metrics | None = None

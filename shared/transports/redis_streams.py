@@ -32,6 +32,7 @@ Redelivery and dead letters (the maintenance task, every ``FLEET_REDELIVER_INTER
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -58,6 +59,11 @@ _EMPTY_METADATA = b"{}"
 STALE_CONSUMER_MS = 3_600_000
 #: How long the last-error notes of un-acked entries are kept.
 LAST_ERROR_TTL_S = 7 * 24 * 3600
+
+
+def retry_at_key(topic: str) -> str:
+    """The sorted set of entries of ``topic`` waiting out a retry backoff (score: due, epoch ms)."""
+    return f"fleet:retry-at:{topic}"
 
 
 def last_error_key(topic: str) -> str:
@@ -139,6 +145,7 @@ class RedisStreamsTransport:
     """
 
     name = "redis"
+    counts_deliveries = True
 
     def __init__(
         self, *, redis: Redis, topic: str, group: str, settings: Settings, owns_client: bool = True
@@ -151,6 +158,12 @@ class RedisStreamsTransport:
         self.results_topic = settings.results_topic
         self.dlq_topic = settings.dlq_for(topic)
         self._last_error_key = last_error_key(topic)
+        self._retry_at_key = retry_at_key(topic)
+        #: entries waiting out a retry policy's backoff (id → monotonic due time): pending and
+        #: heartbeated by this consumer, handed out again when due (see :meth:`_delayed_loop`).
+        self._delayed: dict[str, float] = {}
+        self._delayed_changed = asyncio.Event()
+        self._delayed_task: asyncio.Task[None] | None = None
         self._owns_client = owns_client
         self._in_flight: set[str] = set()
         self._reclaimed: deque[Delivery] = deque()
@@ -179,6 +192,7 @@ class RedisStreamsTransport:
             await self._take_back_own_pending()
         self._next_trim = time.monotonic() + self.settings.trim_interval
         self._maintenance = asyncio.create_task(self._maintenance_loop(), name=f"fleet-maintain-{self.topic}")
+        self._delayed_task = asyncio.create_task(self._delayed_loop(), name=f"fleet-retries-{self.topic}")
 
     async def stop_intake(self) -> None:
         self._intake_stopped = True
@@ -187,6 +201,8 @@ class RedisStreamsTransport:
 
     async def close(self) -> None:
         self._closing = True
+        if self._delayed_task is not None:
+            await cancel_and_wait(self._delayed_task)
         if self._maintenance is not None:
             await cancel_and_wait(self._maintenance)
         if self._owns_client:
@@ -226,6 +242,7 @@ class RedisStreamsTransport:
         staged = self.prelude(pipe) if self.prelude is not None else None
         acks: list[str] = []
         forget: list[str] = []
+        delayed: dict[str, float] = {}
         for s in settlements:
             delivery = s.delivery
             if s.result is not None:
@@ -238,6 +255,12 @@ class RedisStreamsTransport:
             if s.outcome is Outcome.RETRY or s.outcome is Outcome.DEFER:
                 pipe.hset(self._last_error_key, delivery.message_id, s.reason or "retry requested")
                 pipe.expire(self._last_error_key, LAST_ERROR_TTL_S)
+                if s.outcome is Outcome.RETRY and s.delay:
+                    # Kept in Redis too, so a restart under this consumer name waits it out.
+                    delayed[delivery.message_id] = s.delay
+                    due_ms = int((time.time() + s.delay) * 1000)
+                    pipe.zadd(self._retry_at_key, {delivery.message_id: due_ms})
+                    pipe.expire(self._retry_at_key, LAST_ERROR_TTL_S)
                 if s.outcome is Outcome.DEFER:
                     # Un-count this delivery: the next XAUTOCLAIM brings the count back to
                     # what it is now. (JUSTID: the claim itself does not count either.)
@@ -260,6 +283,7 @@ class RedisStreamsTransport:
             pipe.xack(self.topic, self.group, *acks)
         if forget:
             pipe.hdel(self._last_error_key, *forget)
+            pipe.zrem(self._retry_at_key, *forget)
         try:
             async with redis_errors_as_transport(f"settling {len(settlements)} on {self.topic}"):
                 try:
@@ -274,6 +298,44 @@ class RedisStreamsTransport:
             staged[1](replies[: staged[0]])
         for s in settlements:
             self._in_flight.discard(s.delivery.message_id)
+        if delayed:
+            now = time.monotonic()
+            self._delayed.update({entry_id: now + delay for entry_id, delay in delayed.items()})
+            self._delayed_changed.set()
+
+    async def _delayed_loop(self) -> None:
+        """Hand entries back out once their retry backoff is over: claimed again by this
+        consumer (the claim counts the delivery) and queued ahead of new entries. Not busy: it
+        sleeps until the earliest due time or a new delayed entry."""
+        while not self._closing:
+            self._delayed_changed.clear()
+            if not self._delayed:
+                await self._delayed_changed.wait()
+                continue
+            wait = min(self._delayed.values()) - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._delayed_changed.wait(), wait)
+                continue
+            now = time.monotonic()
+            due: list[Any] = [entry_id for entry_id, at in self._delayed.items() if at <= now]
+            if self._intake_stopped:
+                return  # left pending (and in the retry-at set) for whoever runs them next
+            try:
+                async with redis_errors_as_transport(f"retrying {len(due)} on {self.topic}"):
+                    claimed: list[Any] = await self.redis.xclaim(
+                        self.topic, self.group, self.consumer, 0, due
+                    )
+                    await self.redis.zrem(self._retry_at_key, *due)
+                    live = [(entry_id, fields) for entry_id, fields in claimed if fields]
+                    if live:
+                        await self._enqueue_reclaimed(live)
+            except TransportError as exc:
+                log.warning("retry hand-out failed; will try again", topic=self.topic, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for entry_id in due:
+                self._delayed.pop(entry_id, None)
 
     def _dead_letter_fields(self, s: Settlement) -> dict[Any, Any]:
         delivery = s.delivery
@@ -323,7 +385,7 @@ class RedisStreamsTransport:
 
     async def _heartbeat(self) -> None:
         # Entries waiting in the reclaimed queue are ours too: keep them from being re-stolen.
-        ids: list[Any] = [*self._in_flight, *(d.message_id for d in self._reclaimed)]
+        ids: list[Any] = [*self._in_flight, *(d.message_id for d in self._reclaimed), *self._delayed]
         if not ids:
             return
         for start in range(0, len(ids), 500):
@@ -385,6 +447,15 @@ class RedisStreamsTransport:
             self.topic, self.group, min="-", max="+", count=10_000, consumername=self.consumer
         )
         ids: list[Any] = [p["message_id"] for p in pending if _text(p["message_id"]) not in self._in_flight]
+        # Entries a previous life left waiting out a retry backoff wait out the rest of it.
+        scored: Any = await self.redis.zrange(self._retry_at_key, 0, -1, withscores=True)
+        retry_at: dict[Any, float] = {member: float(score) for member, score in scored}
+        now_ms, now = time.time() * 1000, time.monotonic()
+        waiting = {_text(i): (retry_at[i] - now_ms) / 1000 for i in ids if retry_at.get(i, 0) > now_ms}
+        if waiting:
+            self._delayed.update({entry_id: now + left for entry_id, left in waiting.items()})
+            self._delayed_changed.set()
+            ids = [i for i in ids if _text(i) not in waiting]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             claimed: list[Any] = await self.redis.xclaim(self.topic, self.group, self.consumer, 0, chunk)
