@@ -122,3 +122,38 @@ async def test_a_failed_node_skips_its_dependents_and_the_rest_finishes(
 def test_broken_workflows_are_refused_with_the_reason(nodes: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Workflow.from_dict({"nodes": nodes})
+
+
+async def test_fleet_workflow_run_prints_every_node_and_exits_by_the_outcome(
+    settings: Settings, run_worker: Callable[..., Any], tmp_path: Any
+) -> None:
+    import asyncio
+    import json
+    import os
+    import sys
+
+    import yaml
+
+    path = tmp_path / "diamond.yaml"
+    path.write_text(yaml.safe_dump(DIAMOND))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update(
+        {
+            "FLEET_REDIS_URL": settings.redis_url or "",
+            "FLEET_HOME": str(tmp_path / "home"),
+            "FLEET_TOPIC_PREFIX": settings.topic_prefix,
+            "FLEET_RESULTS_TOPIC": settings.results_topic,
+        }
+    )
+    async with run_worker("ai"):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.tools.cli.main", "workflow", "run", str(path), "--json",
+            "--run-id", "wf-cli", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    document = json.loads(out)
+    assert document["workflow_execution_id"] == "wf-cli"
+    assert document["status"] == "completed"
+    assert list(document["nodes"]) == ["start", "left", "right", "join", "last"]
+    assert document["nodes"]["last"]["result"]["output"] == {"from_join": "hi ada"}

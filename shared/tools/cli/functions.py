@@ -82,6 +82,13 @@ def show(slug: str, database_url: str | None, home: str | None, as_json: bool) -
     if record is None:
         raise click.ClickException(f"no function {slug!r}")
     data = record.to_json()
+    # What the runtime applies: the stored policy with the settings' defaults (shared/retry.py).
+    from shared.retry import effective_policy
+
+    try:
+        data["retry_policy_effective"] = effective_policy(record.retry_policy, settings).as_document()
+    except ValueError as exc:
+        data["retry_policy_effective"] = f"invalid, not applied: {exc}"
     if as_json:
         echo_json(data)
         return
