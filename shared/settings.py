@@ -257,6 +257,37 @@ class Settings(BaseSettings):
         description="Extra Python modules with built-ins to import in every worker (comma-separated).",
     )
 
+    # Local autoscaler of `fleet up` and `fleet scale simulate` (docs/scaling.md); the cluster
+    # values are the rendered ScaledObjects' (shared/domains.py) and KEDA's/the HPA's defaults.
+    scale_polling_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between the local autoscaler's polls of each domain's stream (KEDA "
+        "`pollingInterval`; the cluster polls every 15 s). A local process starts in about a "
+        "second, so polling faster than that buys nothing.",
+    )
+    scale_cooldown: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds without backlog or in-flight work before the local autoscaler stops "
+        "a domain's processes (KEDA `cooldownPeriod`; cluster 300 s). Short: a local restart "
+        "costs about a second, not a pod's tens of seconds.",
+    )
+    scale_stabilization: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds of recommendations whose maximum the local autoscaler keeps when "
+        "scaling down between 1 and N (the HPA's downscale stabilization window; cluster "
+        "300 s). Equal to the cooldown, as in the cluster, so 1..N never shrinks faster than "
+        "N -> 0 and workflow steps a few seconds apart find their processes still up.",
+    )
+    scale_max_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most worker processes the local autoscaler runs per domain (further capped "
+        "by the domain's max replicas). Unset: the number of CPUs.",
+    )
+
     # OCI functions (docs/oci.md)
     oci_backend: Literal["local", "kubernetes"] = Field(
         default="local",

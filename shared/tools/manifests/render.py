@@ -48,6 +48,7 @@ __all__ = [
     "default_settings",
     "processing_timeout_ms",
     "render",
+    "scaled_object",
     "termination_grace_seconds",
 ]
 
@@ -516,7 +517,10 @@ def _trigger_auth(p: Platform) -> RenderedFile:
     return RenderedFile(PurePosixPath("keda/triggerauthentication.yaml"), (Document(body, comment),))
 
 
-def _scaled_object(settings: Settings, domain: Domain, p: Platform) -> RenderedFile:
+def scaled_object(settings: Settings, domain: Domain, p: Platform) -> Manifest:
+    """The body of ``domain``'s KEDA ScaledObject, as ``keda/scaledobject-<domain>.yaml`` holds
+    it. The scaling spec (:mod:`shared.tools.scaling.spec`) reads its values from here, so the
+    simulator and the local autoscaler follow what the cluster runs."""
     topic, app_id = settings.topic_for(domain.name), settings.group_for(domain.name)
     auth = {"name": p.trigger_auth, "kind": "TriggerAuthentication"}
     common = {"stream": topic, "consumerGroup": app_id, "enableTLS": _env_value(p.redis_tls)}
@@ -554,6 +558,12 @@ def _scaled_object(settings: Settings, domain: Domain, p: Platform) -> RenderedF
             ],
         },
     }
+    return body
+
+
+def _scaled_object(settings: Settings, domain: Domain, p: Platform) -> RenderedFile:
+    topic, app_id = settings.topic_for(domain.name), settings.group_for(domain.name)
+    body = scaled_object(settings, domain, p)
     notes = (
         (
             "cooldownPeriod:",
