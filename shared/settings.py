@@ -287,6 +287,11 @@ class Settings(BaseSettings):
         description="Most worker processes the local autoscaler runs per domain (further capped "
         "by the domain's max replicas). Unset: the number of CPUs.",
     )
+    autoscale: bool = Field(
+        default=True,
+        description="`fleet up` scales each domain's worker processes from zero by KEDA's rules; "
+        "false: one worker per domain all the time (`fleet up --no-autoscale`).",
+    )
 
     # OCI functions (docs/oci.md)
     oci_backend: Literal["local", "kubernetes"] = Field(

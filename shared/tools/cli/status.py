@@ -170,5 +170,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _idle(ms: int) -> str:
+def _idle(ms: int | None) -> str:
+    if ms is None:
+        return "-"  # started, not yet a consumer in Redis (it has had no delivery)
     return f"{ms / 1000:.1f} s" if ms < 120_000 else f"{ms / 60_000:.0f} min"

@@ -85,6 +85,14 @@ def _run_detached_supervisor() -> int:
     help="Run only these domains (repeatable).",
 )
 @click.option(
+    "--autoscale/--no-autoscale",
+    default=None,
+    envvar="FLEET_AUTOSCALE",
+    show_envvar=True,
+    help="Scale each domain's worker processes from zero by KEDA's rules (default), or run one "
+    "worker per domain all the time.",
+)
+@click.option(
     "--shutdown-timeout",
     type=float,
     envvar="FLEET_SHUTDOWN_TIMEOUT",
@@ -96,6 +104,7 @@ def up(
     database_url: str | None,
     home: str | None,
     domains: tuple[str, ...],
+    autoscale: bool | None,
     shutdown_timeout: float | None,
 ) -> None:
     """Run the fleet locally: broker and database (embedded unless configured) and every
@@ -103,7 +112,11 @@ def up(
     if os.environ.get(_SUPERVISOR_ENV) != "1":
         sys.exit(_run_detached_supervisor())
     settings = make_settings(
-        redis_url=redis_url, database_url=database_url, home=home, shutdown_timeout=shutdown_timeout
+        redis_url=redis_url,
+        database_url=database_url,
+        home=home,
+        shutdown_timeout=shutdown_timeout,
+        autoscale=autoscale,
     )
     settings.home.mkdir(parents=True, exist_ok=True)
     existing = read_up_state(settings.home)
@@ -123,7 +136,15 @@ def up(
             database = EmbeddedDatabase(settings.home / "postgres")
             settings = settings.model_copy(update={"database_url": database.start()})
         asyncio.run(_prepare_database(settings))
-        asyncio.run(_supervise(settings, url, [d.name for d in selected], embedded=broker is not None))
+        asyncio.run(
+            _supervise(
+                settings,
+                url,
+                [d.name for d in selected],
+                embedded=broker is not None,
+                autoscale=settings.autoscale,
+            )
+        )
     finally:
         settings.state_file.unlink(missing_ok=True)
         if database is not None:
@@ -155,7 +176,9 @@ async def _prepare_database(settings: Settings) -> None:
     )
 
 
-async def _supervise(settings: Settings, url: str, domains: list[str], *, embedded: bool) -> None:
+async def _supervise(
+    settings: Settings, url: str, domains: list[str], *, embedded: bool, autoscale: bool
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,29 +193,104 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
         "FLEET_HOME": str(settings.home),
         "FLEET_DATABASE_URL": settings.database_url or "",
     }
+    if autoscale:
+        # Scaled-in workers leave what they had pending idle for the others to reclaim: reclaim
+        # passes every second here (the cluster keeps FLEET_REDELIVER_INTERVAL).
+        env["FLEET_REDELIVER_INTERVAL"] = str(min(settings.redeliver_interval, 1.0))
+    where = f"embedded, data in {settings.home / 'valkey'}" if embedded else "external"
+    try:
+        if autoscale:
+            await _autoscaled(settings, url, domains, env, embedded, where, stop)
+        else:
+            await _one_per_domain(settings, url, domains, env, embedded, where, stop)
+    finally:
+        orphan_watch.cancel()
+
+
+async def _spawn_worker(env: dict[str, str], domain: str, consumer: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.tools.cli.main",
+        "worker",
+        domain,
+        "--transport",
+        "redis",
+        env={**env, "FLEET_CONSUMER_NAME": consumer},
+        # Workers get SIGTERM from us, not Ctrl-C from the terminal: we order the drain.
+        start_new_session=True,
+    )
+
+
+async def _autoscaled(
+    settings: Settings,
+    url: str,
+    domains: list[str],
+    env: dict[str, str],
+    embedded: bool,
+    where: str,
+    stop: asyncio.Event,
+) -> None:
+    from shared.tools.scaling.autoscaler import Autoscaler
+    from shared.transports.redis import connect
+
+    redis = connect(url)
+    scaler: Autoscaler | None = None
+
+    def changed() -> None:
+        if scaler is not None:
+            _write_state(settings, url, scaler.processes(), embedded)
+
+    async def spawn(domain: str, consumer: str) -> Any:
+        return await _spawn_worker(env, domain, consumer)
+
+    try:
+        scaler = Autoscaler(settings, [get_domain(d) for d in domains], redis, spawn, on_change=changed)
+        changed()
+        lines = []
+        for name, pool in scaler.pools.items():
+            spec = pool.spec
+            lines.append(
+                f"  {name:<10} 0 processes (min {spec.min_replicas}, max {spec.max_replicas})  "
+                f"topic {settings.topic_for(name)}\n"
+            )
+        click.echo(
+            f"fleet up: broker {url} ({where}); workers start when requests arrive\n"
+            + "".join(lines)
+            + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
+            + "watch: fleet status --watch\n"
+            + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
+            err=True,
+        )
+        await scaler.run(stop)
+        click.echo("workers drained", err=True)
+    finally:
+        await redis.aclose()
+
+
+async def _one_per_domain(
+    settings: Settings,
+    url: str,
+    domains: list[str],
+    env: dict[str, str],
+    embedded: bool,
+    where: str,
+    stop: asyncio.Event,
+) -> None:
     procs: dict[str, asyncio.subprocess.Process] = {}
     backoff = dict.fromkeys(domains, RESTART_BACKOFF_INITIAL)
 
     async def spawn(domain: str) -> None:
-        procs[domain] = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "shared.tools.cli.main",
-            "worker",
-            domain,
-            "--transport",
-            "redis",
-            env={**env, "FLEET_CONSUMER_NAME": f"{settings.consumer_name}-{domain}"},
-            # Workers get SIGTERM from us, not Ctrl-C from the terminal: we order the drain.
-            start_new_session=True,
-        )
+        procs[domain] = await _spawn_worker(env, domain, f"{settings.consumer_name}-{domain}")
+
+    def state() -> dict[str, dict[str, int]]:
+        return {d: {f"{settings.consumer_name}-{d}": p.pid} for d, p in procs.items()}
 
     for domain in domains:
         await spawn(domain)
-    _write_state(settings, url, procs, embedded)
-    where = f"embedded, data in {settings.home / 'valkey'}" if embedded else "external"
+    _write_state(settings, url, state(), embedded)
     click.echo(
-        f"fleet up: broker {url} ({where})\n"
+        f"fleet up: broker {url} ({where}); one worker per domain (--no-autoscale)\n"
         + "".join(f"  worker {d:<10} pid {procs[d].pid}  topic {settings.topic_for(d)}\n" for d in domains)
         + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
         + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
@@ -219,8 +317,7 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
             backoff[domain] = min(RESTART_BACKOFF_MAX, delay * 2)
             if not stop.is_set():
                 await spawn(domain)
-                _write_state(settings, url, procs, embedded)
-    orphan_watch.cancel()
+                _write_state(settings, url, state(), embedded)
     click.echo("draining workers...", err=True)
     for proc in procs.values():
         if proc.returncode is None:
@@ -235,7 +332,7 @@ async def _supervise(settings: Settings, url: str, domains: list[str], *, embedd
         await asyncio.gather(*(p.wait() for p in procs.values()))
 
 
-def _write_state(settings: Settings, url: str, procs: dict[str, Any], embedded: bool) -> None:
+def _write_state(settings: Settings, url: str, workers: dict[str, dict[str, int]], embedded: bool) -> None:
     state = {
         # The command people and scripts signal (it relays to this supervisor, "supervisor_pid").
         "pid": os.getppid() if os.environ.get(_SUPERVISOR_ENV) == "1" else os.getpid(),
@@ -243,7 +340,8 @@ def _write_state(settings: Settings, url: str, procs: dict[str, Any], embedded: 
         "redis_url": url,
         "embedded_broker": embedded,
         "database_url": settings.database_url,
-        "workers": {d: p.pid for d, p in procs.items()},
+        # Domain → consumer name → pid of the worker processes running now.
+        "workers": workers,
         "started_at": time.time(),
     }
     tmp = settings.state_file.with_suffix(".tmp")

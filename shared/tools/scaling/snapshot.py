@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from redis import exceptions as redis_errors
 
+from shared.discovery import read_up_state
 from shared.domains import Domain
 from shared.settings import Settings
 from shared.tools.scaling.events import SCALE_EVENTS_MAXLEN, decode_entries
@@ -78,6 +79,10 @@ async def take_snapshot(
             )
         except redis_errors.ResponseError:  # not a stream: no rates rather than no screen
             results = []
+    # A local fleet's processes are the ones `fleet up` runs now (its state file), not the
+    # consumers Redis still remembers.
+    state = read_up_state(settings.home) if local else None
+    workers = state.get("workers") if state else None
     events_reply = replies[-1]
     events = [] if isinstance(events_reply, Exception) else decode_entries(events_reply)
     window_s, by_domain = _executions(results, now_ms)
@@ -96,6 +101,7 @@ async def take_snapshot(
                 last_event=next((e for e in events if e.domain == d.name), None),
                 live_idle_ms=live_idle_ms,
                 local=local,
+                processes=workers.get(d.name) if isinstance(workers, dict) else None,
             )
         )
     return {
@@ -121,6 +127,7 @@ def _domain_row(
     last_event: ScaleEvent | None,
     live_idle_ms: float,
     local: bool,
+    processes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     group = settings.group_for(domain.name)
     observation = parse_reads(replies[:READS_PER_OBSERVATION], group)
@@ -135,6 +142,14 @@ def _domain_row(
         }
         for c in consumers
     ]
+    if isinstance(processes, dict):
+        for c in listed:
+            c["live"] = c["name"] in processes
+        seen = {c["name"] for c in listed}
+        # Started and not yet delivered anything: Redis does not list it as a consumer yet.
+        listed += [
+            {"name": n, "in_flight": 0, "idle_ms": None, "live": True} for n in processes if n not in seen
+        ]
     return {
         "name": domain.name,
         "topic": settings.topic_for(domain.name),
@@ -160,10 +175,12 @@ def _domain_row(
 
 
 def _max_processes(settings: Settings, domain: Domain, local: bool) -> int:
-    # `fleet up`'s autoscaler bounds local processes by FLEET_SCALE_MAX_PROCESSES; read by name
-    # so this works before and after that setting exists (without it: the declared bound).
-    local_max = getattr(settings, "scale_max_processes", None) if local else None
-    return int(local_max) if isinstance(local_max, int) else domain.max_replicas
+    # `fleet up`'s autoscaler bounds local processes by FLEET_SCALE_MAX_PROCESSES (else the CPUs).
+    if not local:
+        return domain.max_replicas
+    from shared.tools.scaling.spec import local_max_processes
+
+    return min(domain.max_replicas, local_max_processes(settings))
 
 
 def _executions(
