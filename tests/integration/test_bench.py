@@ -39,6 +39,11 @@ def test_bench_json_report(redis_url: str) -> None:
         assert isinstance(report[key], float), (key, report[key])
         assert 0 < report[key] < 10_000, (key, report[key])
     assert report["p50_ms"] <= report["p99_ms"]
+    # Cold starts: five requests, each to the domain at zero processes, each answered.
+    rounds = report["cold_start_rounds_ms"]
+    assert len(rounds) == 5
+    assert all(isinstance(v, float) and v > 0 for v in rounds)
+    assert report["cold_start_ms"] == sorted(rounds)[2]
     assert math.isclose(report["ratio"], report["throughput_per_s"] / report["baseline_per_s"], rel_tol=0.01)
 
     # Cleaned up: no stream, group or note of the run's namespace is left on the server.

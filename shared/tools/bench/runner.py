@@ -109,6 +109,10 @@ class BenchOptions:
     #: (``database_url``, else the settings', else an embedded PostgreSQL for the run).
     history: bool = False
     database_url: str | None = None
+    #: also measure ``cold_start_ms``: one request to the domain at zero processes, under the
+    #: local autoscaler, until its result (median of ``cold_start_rounds``).
+    cold_start: bool = True
+    cold_start_rounds: int = 5
 
     @property
     def latency_count(self) -> int:
@@ -267,6 +271,7 @@ def run_bench(
     broker: EmbeddedBroker | None = None
     database: EmbeddedDatabase | None = None
     keys: list[str] = []
+    cold: dict[str, Any] = {"cold_start_ms": None, "cold_start_rounds_ms": []}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         children = _Children(Path(tmp))
@@ -303,6 +308,9 @@ def run_bench(
             if not options.baseline:
                 targets = targets[:1]
             server_version, results = _run_async(_measure(url, targets, options, children, status, progress))
+            if options.cold_start:
+                status(f"cold start: {options.cold_start_rounds} rounds from zero processes")
+                cold = _run_async(_cold_start(bench_settings, targets[0], namespace, domain, options))
         except KeyboardInterrupt:
             raise BenchInterrupted("interrupted") from None
         finally:
@@ -342,6 +350,7 @@ def run_bench(
         "baseline_p99_ms": _r(base.latency(99)) if base else None,
         "baseline_rss_idle_mb": _r(base.rss_idle_mb, 1) if base else None,
         "worker_start_s": _r(worker.start_s, 2),
+        **cold,
         "domain": domain,
         "history": options.history,
         "concurrency": settings.concurrency,
@@ -353,6 +362,30 @@ def run_bench(
         "namespace": namespace,
         "duration_s": round(time.perf_counter() - started, 2),
     }
+
+
+async def _cold_start(
+    settings: Settings, worker: _Target, namespace: str, domain: str, options: BenchOptions
+) -> dict[str, Any]:
+    """Cold starts on names of their own, one process at most (see shared/tools/bench/cold_start.py)."""
+    from shared.tools.bench.cold_start import measure_cold_start
+
+    cold = settings.model_copy(
+        update={
+            "topic_prefix": f"{namespace}cold.",
+            "results_topic": f"{namespace}cold.results",
+            "group_prefix": f"{namespace}cold-",
+            "consumer_name": f"{namespace}cold",
+            "scale_max_processes": 1,
+        }
+    )
+    env = {
+        **worker.env,
+        "FLEET_TOPIC_PREFIX": cold.topic_prefix,
+        "FLEET_RESULTS_TOPIC": cold.results_topic,
+        "FLEET_GROUP_PREFIX": cold.group_prefix,
+    }
+    return await measure_cold_start(cold, domain, worker.argv, env, rounds=options.cold_start_rounds)
 
 
 def _run_async(coro: Any) -> Any:

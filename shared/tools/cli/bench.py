@@ -107,6 +107,15 @@ EXIT_INTERRUPTED = 130
     "(FLEET_DATABASE_URL, else an embedded PostgreSQL for the run).",
 )
 @click.option(
+    "--cold-start/--no-cold-start",
+    default=True,
+    show_default=True,
+    envvar="FLEET_BENCH_COLD_START",
+    show_envvar=True,
+    help="Also measure cold_start_ms: one request to the domain at zero processes under the "
+    "local autoscaler until its result (median of 5).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -124,6 +133,7 @@ def bench(
     concurrency: int | None,
     baseline: bool,
     history: bool,
+    cold_start: bool,
     as_json: bool,
 ) -> None:
     """Measure throughput, latency and memory of one worker process (of --domain).
@@ -141,9 +151,20 @@ def bench(
 
     settings = make_settings(redis_url=redis_url, concurrency=concurrency)
     options = BenchOptions(
-        n=n, rate=rate, domain=domain, latency_n=latency_n, rounds=rounds, baseline=baseline, history=history
+        n=n,
+        rate=rate,
+        domain=domain,
+        latency_n=latency_n,
+        rounds=rounds,
+        baseline=baseline,
+        history=history,
+        cold_start=cold_start,
     )
     tty = sys.stdout.isatty()
+    # Log lines (the cold start's scale decisions) go to stderr, never into the report.
+    from shared.logging import configure_logging
+
+    configure_logging(settings.model_copy(update={"log_level": "warning"}))
 
     def status(line: str) -> None:
         if not as_json:
@@ -214,6 +235,8 @@ def format_report(report: dict[str, Any]) -> str:
          _verdict(report, "rss_idle_mb")),
         ("RSS after / peak (MB)", f"{_fmt(report['rss_after_mb'], 1)} / {_fmt(report['rss_peak_mb'], 1)}",
          "", ""),
+        ("cold start (ms, median)", _fmt(report.get("cold_start_ms"), 0), "",
+         _verdict(report, "cold_start_ms")),
     ]  # fmt: skip
     lines = [
         f"fleet bench: system/echo on the {report['domain']} worker"

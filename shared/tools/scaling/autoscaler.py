@@ -208,12 +208,13 @@ class Autoscaler:
 
     # ------------------------------------------------------------------ applying
     async def _apply(self, pool: DomainPool, observation: Observation, decision: Decision) -> None:
+        changed = decision.desired != pool.state.replicas
         pool.state = decision.state
         pool.desired = decision.desired
         # Changes are recorded each time; a condition that persists (a read error, the broker
         # away) once, until it changes.
         recorded = (decision.reason, decision.desired)
-        if decision.reason not in ("not-due", "hold") and recorded != pool.last_recorded:
+        if decision.reason not in ("not-due", "hold") and (changed or recorded != pool.last_recorded):
             pool.last_recorded = recorded
             await self._record(pool, observation, decision)
         await self._converge(pool)
