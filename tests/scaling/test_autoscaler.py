@@ -184,3 +184,67 @@ async def test_a_process_killed_while_it_drains_loses_nothing(
     assert victim_name not in pool.live
     summary = await redis.xpending(settings.topic_for("ai"), settings.group_for("ai"))
     assert summary["pending"] == 0
+
+
+async def test_a_crashed_process_is_started_again_while_the_decision_wants_it(
+    scale_settings: Settings, redis: Redis
+) -> None:
+    settings = scale_settings.model_copy(update={"scale_cooldown": 3.0})
+    async with autoscaler(settings) as scaler, FleetClient(settings=settings) as client:
+        pool = scaler.pools["ai"]
+        assert (await client.invoke("system/echo", {}, timeout=30)).ok
+        [(name, first)] = list(pool.live.items())
+        first.send_signal(signal.SIGKILL)
+        # Within the cooldown the decision wants one process: another starts, same name.
+        await _until(lambda: name in pool.live and pool.live[name] is not first)
+        after = await client.invoke("system/echo", {"after": "crash"}, timeout=30)
+        assert after.output == {"after": "crash"}
+        # The cooldown then stops it like any other.
+        await _until(lambda: not pool.live and not pool.draining, timeout=30)
+    reasons = [e.reason for e in await read_last(redis, settings, 20, domain="ai")]
+    assert "cooldown" in reasons
+
+
+class _Exited:
+    """A process that already ended (a crash), as the autoscaler sees one."""
+
+    pid = 1
+    returncode = -9
+
+    def send_signal(self, sig: int) -> None:
+        raise ProcessLookupError
+
+    def kill(self) -> None:
+        raise ProcessLookupError
+
+    async def wait(self) -> int:
+        return -9
+
+
+async def test_a_crashed_process_the_decision_no_longer_wants_is_not_started_again(
+    scale_settings: Settings,
+) -> None:
+    starts: list[str] = []
+
+    async def spawn(domain: str, consumer: str) -> Any:
+        starts.append(consumer)
+        return _Exited()
+
+    redis = Redis.from_url(scale_settings.redis_url or "")
+    try:
+        scaler = Autoscaler(scale_settings, [get_domain("ai")], redis, spawn)
+        pool = scaler.pools["ai"]
+        pool.live["crashed-1"] = _Exited()
+        pool.desired = 0
+        await scaler._converge(pool)
+        assert pool.live == {}
+        assert starts == []
+        pool.live["crashed-2"] = _Exited()
+        pool.desired = 1
+        await scaler._converge(pool)  # wanted, but it crashed a moment ago: not yet
+        assert starts == []
+        pool.restart_not_before = 0.0
+        await scaler._converge(pool)
+        assert len(starts) == 1
+    finally:
+        await redis.aclose()

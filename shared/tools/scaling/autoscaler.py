@@ -80,6 +80,9 @@ class DomainPool:
     draining: dict[str, Process] = field(default_factory=dict)
     desired: int = 0
     restart_delay: float = RESTART_INITIAL
+    #: monotonic time before which no process is started again after a crash.
+    restart_not_before: float = 0.0
+    last_crash: float = 0.0
     #: (reason, desired) of the last decision recorded.
     last_recorded: tuple[str, int] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -237,6 +240,8 @@ class Autoscaler:
         """Start or stop processes until ``pool.live`` has ``pool.desired`` of them."""
         self._reap(pool)
         missing = pool.desired - len(pool.live)
+        if missing > 0 and self._clock() < pool.restart_not_before:
+            return  # a process crashed moments ago: wait out the restart delay first
         if missing > 0:
             for _ in range(missing):
                 name = self._free_name(pool)
@@ -259,13 +264,18 @@ class Autoscaler:
     def _reap(self, pool: DomainPool) -> None:
         """Forget processes that exited on their own (a crash): the next convergence starts a
         replacement only if the decision still wants one, after a growing delay."""
+        now = self._clock()
         for name, process in list(pool.live.items()):
             if process.returncode is not None:
                 del pool.live[name]
                 log.warning(
                     "worker process exited", domain=pool.domain.name, consumer=name, code=process.returncode
                 )
-                pool.restart_delay = min(RESTART_MAX, pool.restart_delay * 2)
+                # Crashes in a row wait longer and longer; a quiet spell starts over.
+                quiet = now - pool.last_crash > RESTART_MAX
+                pool.restart_delay = RESTART_INITIAL if quiet else min(RESTART_MAX, pool.restart_delay * 2)
+                pool.last_crash = now
+                pool.restart_not_before = now + pool.restart_delay
                 asyncio.get_running_loop().call_later(pool.restart_delay, pool.wake.set)
 
     def _free_name(self, pool: DomainPool) -> str:
