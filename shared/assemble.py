@@ -21,6 +21,7 @@ from shared.runtime.middleware import (
     Middleware,
     TimeoutMiddleware,
 )
+from shared.runtime.probes import ProbeServer
 from shared.runtime.worker import Worker
 from shared.settings import Settings
 from shared.transports.base import Transport
@@ -108,9 +109,10 @@ def create_worker(
         # unless FLEET_CONCURRENCY / --concurrency says otherwise.
         settings = settings.model_copy(update={"concurrency": declared.concurrency})
     modules = load_functions(name, extra_modules=settings.extra_modules)
-    metrics = Metrics()
+    metrics = Metrics(domain=name)
     if transport is None or isinstance(transport, str):
         transport = create_transport(name, settings, transport or settings.transport, metrics=metrics)
+    metrics.transport = transport.name
     worker_name = f"{settings.group_for(name)}/{settings.consumer_name}"
     parts: list[Extension] = [ext for module in modules for ext in package_extensions(module, settings)]
     registry: RegistryExtension | None = None
@@ -119,6 +121,8 @@ def create_worker(
 
         registry = RegistryExtension(settings, worker_name=worker_name, table=table)
         parts.insert(0, registry)
+    # Probes early: liveness answers while later extensions wait for their dependencies.
+    parts.insert(0, ProbeServer(settings))
     parts.extend(extensions)
     layers = [
         *core_layers(metrics, settings),

@@ -149,6 +149,18 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="`json` for machines, `console` for people; `auto` picks by TTY."
     )
+    # Probes and metrics (docs/observability.md)
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of `/healthz`, `/readyz` and `/metrics` in direct (redis) mode; 0 = off. "
+        "Dapr mode serves them on the app channel.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the probe and metrics server binds (`0.0.0.0` in a container).",
+    )
     # Dapr transport
     pubsub_name: str = Field(default="fleet-pubsub", description="Dapr pub/sub component name.")
     app_port: int = Field(

@@ -79,6 +79,8 @@ def make_settings(redis_url: str, namespace: str, tmp_path: Any) -> Callable[...
             "redeliver_interval": 0.2,
             "shutdown_timeout": 5.0,
             "log_level": "warning",
+            # No probe server unless a test asks for one: tests run side by side on one port.
+            "metrics_port": 0,
         }
         values.update(overrides)
         return Settings(**values)

@@ -38,6 +38,7 @@ from shared.credentials import scrub_then_truncate
 from shared.errors import ConfigError, ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.runtime.extension import BaseExtension, WorkerContext
+from shared.runtime.metrics import Metrics
 from shared.settings import PROVIDER_BASE_URLS, Settings
 
 if TYPE_CHECKING:  # imported on the first provider call: an idle worker does not pay for it
@@ -201,6 +202,8 @@ class ProviderClients:
         self.settings = settings
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._closed = False
+        #: counts every exchange by provider and status class (set by :class:`ProvidersExtension`).
+        self.metrics: Metrics | None = None
 
     @property
     def closed(self) -> bool:
@@ -230,6 +233,10 @@ class ProviderClients:
             )
             self._clients[provider] = client
         return client
+
+    def _count(self, provider: str, status: int | None) -> None:
+        if self.metrics is not None:
+            self.metrics.count_provider_call(provider, status)
 
     async def aclose(self) -> None:
         """Close every client; later calls fail. Safe to call any number of times."""
@@ -277,6 +284,7 @@ class ProviderClients:
                     params=clean_params,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._count(provider, None)
                 # The request never reached the provider: safe to try again.
                 if attempt < attempts:
                     delay = _backoff(settings, attempt)
@@ -300,8 +308,10 @@ class ProviderClients:
                     message=f"unreachable ({type(exc).__name__})",
                 ) from None
             except httpx.TimeoutException:
+                self._count(provider, None)
                 raise _timeout(provider, "read", settings) from None
             except httpx.TransportError as exc:
+                self._count(provider, None)
                 raise provider_failure(
                     provider,
                     None,
@@ -311,6 +321,7 @@ class ProviderClients:
                     message=f"connection failed ({type(exc).__name__})",
                 ) from None
             status = response.status_code
+            self._count(provider, status)
             if 200 <= status < 300:
                 return response
             if status == 429 or status >= 500:
@@ -370,6 +381,7 @@ class ProvidersExtension(BaseExtension):
         self.clients = ProviderClients(settings)
 
     async def start(self, ctx: WorkerContext) -> bool:
+        self.clients.metrics = ctx.resources.find(Metrics)
         ctx.resources.provide(ProviderClients, self.clients)
         return True
 

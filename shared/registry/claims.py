@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -352,6 +353,14 @@ class RedisClaimStore:
         self._held: dict[str, tuple[str, float]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._renew_failing = False
+        #: told ``(operation, seconds)`` of every script call (one per batch): the worker's metrics.
+        self.timer: Callable[[str, float], None] | None = None
+        self._operations = {
+            self._claim_script: "claim",
+            self._release_script: "release",
+            self._store_script: "store",
+            self._renew_script: "renew",
+        }
 
     @property
     def held(self) -> int:
@@ -483,7 +492,11 @@ class RedisClaimStore:
         return replies
 
     async def _call(self, script: Any, blob: str, *args: Any) -> Any:
+        started = time.monotonic()
         try:
             return await script(keys=[], args=[blob, self._prefix, *args])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise TransportError(f"execution claims: Redis unreachable: {exc}") from exc
+        finally:
+            if self.timer is not None:
+                self.timer(self._operations.get(script, "other"), time.monotonic() - started)

@@ -12,7 +12,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,6 +27,9 @@ from shared.registry.sync import sync_builtins
 from shared.registry.writer import BatchWriter
 from shared.settings import Settings
 from shared.transports.base import JoinsSettle
+
+if TYPE_CHECKING:
+    from shared.registry.claims import RedisClaimStore
 
 __all__ = ["RegistryRuntime"]
 
@@ -55,7 +58,7 @@ class RegistryRuntime:
             None, owner=self.owner, buffer=settings.history_buffer, timeout=settings.database_timeout
         )
         self._redis: Any = None
-        self._claim_store: Any = None
+        self._claim_store: RedisClaimStore | None = None
         backend: Claims
         if settings.claims == "redis" or (settings.claims == "auto" and settings.redis_url):
             from shared.registry.claims import RedisClaimStore
@@ -86,6 +89,11 @@ class RegistryRuntime:
         )
         self.pool: Any = None
         self._pruner: asyncio.Task[None] | None = None
+
+    @property
+    def claim_store(self) -> RedisClaimStore | None:
+        """The Redis claim store, when claims live in Redis (``None``: in PostgreSQL)."""
+        return self._claim_store
 
     def attach(self, transport: Any) -> None:
         """With claims in Redis and the Redis Streams transport on the same server, results are

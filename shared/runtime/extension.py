@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.errors import ConfigError
 from shared.resources import Resources
@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.transports.base import Transport
 
-__all__ = ["BaseExtension", "Extension", "Slot", "WorkerContext", "chain_from", "extension_layers"]
+__all__ = [
+    "BaseExtension",
+    "Extension",
+    "HealthReporter",
+    "Slot",
+    "WorkerContext",
+    "chain_from",
+    "extension_layers",
+]
 
 
 class Slot(enum.IntEnum):
@@ -70,6 +78,9 @@ class WorkerContext:
     resources: Resources
     transport: Transport
     stopping: Callable[[], bool] = field(default=lambda: False)
+    #: the worker's readiness report (:meth:`~shared.runtime.worker.Worker.health`): ``ready``,
+    #: ``state`` and the extensions' own reports (:class:`HealthReporter`).
+    health: Callable[[], Mapping[str, Any]] = field(default=lambda: {"ready": True})
 
 
 @runtime_checkable
@@ -98,6 +109,17 @@ class Extension(Protocol):
     async def stop(self) -> None:
         """Release what :meth:`start` opened; called once the worker has drained, also after a
         failed or interrupted start. Must not raise for a start that never happened."""
+        ...
+
+
+@runtime_checkable
+class HealthReporter(Protocol):
+    """An extension whose state belongs in ``/readyz`` (the registry: database up or degraded)."""
+
+    name: str
+
+    def health(self) -> Mapping[str, Any]:
+        """A small JSON-able report; it never makes the worker unready by itself."""
         ...
 
 

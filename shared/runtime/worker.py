@@ -56,7 +56,7 @@ from shared.runtime.envelope import (
     peek_id,
     utc_now_iso,
 )
-from shared.runtime.extension import Extension, WorkerContext
+from shared.runtime.extension import Extension, HealthReporter, WorkerContext
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
     Answer,
@@ -154,6 +154,7 @@ class Worker:
         self.settings = settings
         self.resolver = resolver
         self.metrics = metrics or Metrics()
+        self.resources.provide(Metrics, self.metrics)
         self.name = f"{settings.group_for(domain)}/{settings.consumer_name}"
         self._chain = compose(middleware if middleware is not None else default_middleware(self.metrics))
         self._concurrency = settings.concurrency
@@ -189,6 +190,23 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def health(self) -> dict[str, Any]:
+        """What ``/readyz`` reports: ``ready`` once the transport is open and intake runs (false
+        again from :meth:`stop`), the state, and each extension's own report (``health()``; a
+        degraded registry is reported there without making the worker unready)."""
+        report: dict[str, Any] = {
+            "ready": self.state is WorkerState.RUNNING and not self.stopping,
+            "state": self.state.value,
+            "worker": self.name,
+            "domain": self.domain,
+            "transport": self.transport.name,
+            "in_flight": self._held,
+        }
+        for extension in self.extensions:
+            if isinstance(extension, HealthReporter):
+                report.setdefault("extensions", {})[extension.name] = extension.health()
+        return report
 
     @property
     def held(self) -> int:
@@ -232,6 +250,7 @@ class Worker:
             resources=self.resources,
             transport=self.transport,
             stopping=lambda: self.stopping,
+            health=self.health,
         )
         for extension in self.extensions:
             started.append(extension)

@@ -35,7 +35,7 @@ import asyncio
 import hmac
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -62,6 +62,8 @@ BULK_EVENT_TYPE = "com.dapr.event.sent.bulk"
 #: How long daprd may wait to fill a bulk batch: short, because latency matters more than batch
 #: size here (every entry of a batch waits for the slowest one before daprd acks any of them).
 BULK_MAX_AWAIT_MS = 5
+#: Content type of ``/metrics`` (Prometheus text format 0.0.4).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Answers in daprd's app-response contract (case-sensitive).
 SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 _STATUS = {Outcome.ACK: SUCCESS, Outcome.DROP: DROP, Outcome.RETRY: RETRY, Outcome.DEFER: RETRY}
@@ -142,7 +144,9 @@ class DaprTransport:
         settings: ``app_host``/``app_port`` (port 0 = any free port, see :attr:`port`),
             ``dapr_host``/``dapr_http_port``, ``pubsub_name``, ``results_topic``, tokens,
             ``dapr_bulk_subscribe``, ``batch_size``, ``block_ms``, ``dapr_ready_timeout``.
-        metrics: served as Prometheus text at ``GET /metrics`` (404 when ``None``).
+        metrics: served as Prometheus text at ``GET /metrics`` (404 when ``None``); ``/healthz``
+            answers once the channel is ready, ``/readyz`` with the worker's report
+            (:meth:`serve_probes`).
 
     Contracts: a delivery is answered SUCCESS or DROP only after its result (if any) was
     published; a delivery that cannot be settled is answered RETRY (never left hanging once
@@ -170,6 +174,7 @@ class DaprTransport:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ready = False
+        self._readiness: Callable[[], Mapping[str, Any]] | None = None
         self._intake_stopped = False
         self._closing = False
         self._max_body = max_body_bytes(settings)
@@ -212,6 +217,11 @@ class DaprTransport:
             raise RuntimeError("the dapr transport is not listening")
         return int(self._runner.addresses[0][1])
 
+    def serve_probes(self, readiness: Callable[[], Mapping[str, Any]]) -> None:
+        """Answer ``GET /readyz`` with ``readiness()`` (the worker's report: ``ready`` once its
+        intake runs); the channel itself must be ready too."""
+        self._readiness = readiness
+
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Start the app channel server, then wait until daprd's outbound API is up.
@@ -237,6 +247,7 @@ class DaprTransport:
         app.router.add_get("/dapr/config", self._on_config)
         app.router.add_post(EVENTS_ROUTE, self._on_events)
         app.router.add_get("/healthz", self._on_healthz)
+        app.router.add_get("/readyz", self._on_readyz)
         app.router.add_get("/metrics", self._on_metrics)
         # handler_cancellation: when daprd hangs up (an inbound resiliency timeout, say) the
         # waiting future is cancelled, so settle() skips that delivery's result — daprd delivers
@@ -436,13 +447,20 @@ class DaprTransport:
         # No token: daprd's app health probes do not carry it (dapr-wire.md §2).
         return web.Response(status=200 if self._ready else 503, text="ok" if self._ready else "not ready")
 
+    async def _on_readyz(self, request: web.Request) -> web.StreamResponse:
+        # The worker's report when it handed one over (serve_probes), else this channel's state.
+        report = dict(self._readiness()) if self._readiness is not None else {"ready": self._ready}
+        ready = bool(report.get("ready")) and self._ready
+        report["ready"] = ready
+        return web.Response(
+            status=200 if ready else 503, body=orjson.dumps(report), content_type="application/json"
+        )
+
     async def _on_metrics(self, request: web.Request) -> web.StreamResponse:
         if self.metrics is None:
             raise web.HTTPNotFound()
-        return web.Response(
-            body=self.metrics.render().encode(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        await self.metrics.refresh()
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _on_events(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 import shared
@@ -91,12 +92,17 @@ def test_metrics_render_prometheus_text() -> None:
     metrics.observe_execution("system/echo", "completed", 0.0007)
     metrics.observe_execution("system/echo", "timeout", 12.0)
     metrics.count_delivery("ack", 2)
-    text = metrics.render()
-    assert 'fleet_deliveries_total{outcome="ack"} 2' in text
-    assert 'fleet_executions_total{function="system/echo",outcome="timeout"} 1' in text
-    assert 'fleet_execution_seconds_bucket{function="system/echo",le="0.001"} 1' in text
-    assert 'fleet_execution_seconds_bucket{function="system/echo",le="+Inf"} 2' in text
-    assert 'fleet_execution_seconds_count{function="system/echo"} 2' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert samples[("fleet_deliveries_total", (("outcome", "ack"),))] == 2
+    assert samples[("fleet_executions_total", (("function", "system/echo"), ("outcome", "timeout")))] == 1
+    bucket = "fleet_execution_duration_seconds_bucket"
+    assert samples[(bucket, (("function", "system/echo"), ("le", "0.001")))] == 1
+    assert samples[(bucket, (("function", "system/echo"), ("le", "+Inf")))] == 2
+    assert samples[("fleet_execution_duration_seconds_count", (("function", "system/echo"),))] == 2
 
 
 def test_backoff_grows_to_a_cap_with_jitter_and_resets() -> None:

@@ -202,6 +202,10 @@ async def send(
                 {h.lower() for h in sensitive_headers} | CROSS_ORIGIN_STRIPPED,
                 ssl_context,
             )
+    except ssrf.DestinationBlocked as exc:
+        if policy.on_refusal is not None:
+            policy.on_refusal(exc.reason)
+        raise
     except TimeoutError:
         raise ExecutionTimeout(
             f"HTTP request to {target.raw_host} did not finish within {timeout:g}s",

@@ -16,8 +16,11 @@ it with the request, so there is nothing to release at stop.
 
 from __future__ import annotations
 
+import dataclasses
+
 from shared.registry.executors import Executors
 from shared.runtime.extension import BaseExtension, WorkerContext
+from shared.runtime.metrics import Metrics
 from shared.settings import Settings
 from workers.http.ssrf import HttpPolicy
 from workers.http.webhook import WebhookExecutor
@@ -38,6 +41,9 @@ class HttpExtension(BaseExtension):
         self.executor = WebhookExecutor()
 
     async def start(self, ctx: WorkerContext) -> bool:
+        metrics = ctx.resources.find(Metrics)
+        if metrics is not None:
+            self.policy = dataclasses.replace(self.policy, on_refusal=metrics.count_ssrf_refusal)
         ctx.resources.provide(HttpPolicy, self.policy)
         Executors.of(ctx.resources).add(EXECUTION_TYPE, self.executor)
         return True

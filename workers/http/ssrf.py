@@ -28,7 +28,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -360,6 +360,8 @@ class HttpPolicy:
     allow: AllowList = field(default_factory=AllowList)
     max_response_bytes: int = 10_485_760
     max_redirects: int = 5
+    #: told the reason of every refused destination (the worker's metrics; set by the extension).
+    on_refusal: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPolicy:

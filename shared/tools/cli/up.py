@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -207,7 +208,24 @@ async def _supervise(
         orphan_watch.cancel()
 
 
-async def _spawn_worker(env: dict[str, str], domain: str, consumer: str) -> asyncio.subprocess.Process:
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _spawn_worker(
+    env: dict[str, str], domain: str, consumer: str, urls: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start one worker process; with ``urls`` (probes on) it gets a free metrics port of its
+    own, recorded there by consumer name (``metrics`` in up.json)."""
+    env = {**env, "FLEET_CONSUMER_NAME": consumer}
+    if urls is not None:
+        settings = Settings()
+        port = _free_port(settings.metrics_host)
+        env["FLEET_METRICS_PORT"] = str(port)
+        urls[consumer] = f"http://{settings.metrics_host}:{port}"
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -216,7 +234,7 @@ async def _spawn_worker(env: dict[str, str], domain: str, consumer: str) -> asyn
         domain,
         "--transport",
         "redis",
-        env={**env, "FLEET_CONSUMER_NAME": consumer},
+        env=env,
         # Workers get SIGTERM from us, not Ctrl-C from the terminal: we order the drain.
         start_new_session=True,
     )
@@ -236,13 +254,14 @@ async def _autoscaled(
 
     redis = connect(url)
     scaler: Autoscaler | None = None
+    urls: dict[str, str] | None = {} if settings.metrics_port else None
 
     def changed() -> None:
         if scaler is not None:
-            _write_state(settings, url, scaler.processes(), embedded)
+            _write_state(settings, url, scaler.processes(), embedded, urls)
 
     async def spawn(domain: str, consumer: str) -> Any:
-        return await _spawn_worker(env, domain, consumer)
+        return await _spawn_worker(env, domain, consumer, urls)
 
     try:
         scaler = Autoscaler(settings, [get_domain(d) for d in domains], redis, spawn, on_change=changed)
@@ -279,16 +298,17 @@ async def _one_per_domain(
 ) -> None:
     procs: dict[str, asyncio.subprocess.Process] = {}
     backoff = dict.fromkeys(domains, RESTART_BACKOFF_INITIAL)
+    urls: dict[str, str] | None = {} if settings.metrics_port else None
 
     async def spawn(domain: str) -> None:
-        procs[domain] = await _spawn_worker(env, domain, f"{settings.consumer_name}-{domain}")
+        procs[domain] = await _spawn_worker(env, domain, f"{settings.consumer_name}-{domain}", urls)
 
     def state() -> dict[str, dict[str, int]]:
         return {d: {f"{settings.consumer_name}-{d}": p.pid} for d, p in procs.items()}
 
     for domain in domains:
         await spawn(domain)
-    _write_state(settings, url, state(), embedded)
+    _write_state(settings, url, state(), embedded, urls)
     click.echo(
         f"fleet up: broker {url} ({where}); one worker per domain (--no-autoscale)\n"
         + "".join(f"  worker {d:<10} pid {procs[d].pid}  topic {settings.topic_for(d)}\n" for d in domains)
@@ -317,7 +337,7 @@ async def _one_per_domain(
             backoff[domain] = min(RESTART_BACKOFF_MAX, delay * 2)
             if not stop.is_set():
                 await spawn(domain)
-                _write_state(settings, url, state(), embedded)
+                _write_state(settings, url, state(), embedded, urls)
     click.echo("draining workers...", err=True)
     for proc in procs.values():
         if proc.returncode is None:
@@ -332,7 +352,14 @@ async def _one_per_domain(
         await asyncio.gather(*(p.wait() for p in procs.values()))
 
 
-def _write_state(settings: Settings, url: str, workers: dict[str, dict[str, int]], embedded: bool) -> None:
+def _write_state(
+    settings: Settings,
+    url: str,
+    workers: dict[str, dict[str, int]],
+    embedded: bool,
+    urls: dict[str, str] | None = None,
+) -> None:
+    running = {consumer for by_consumer in workers.values() for consumer in by_consumer}
     state = {
         # The command people and scripts signal (it relays to this supervisor, "supervisor_pid").
         "pid": os.getppid() if os.environ.get(_SUPERVISOR_ENV) == "1" else os.getpid(),
@@ -342,6 +369,8 @@ def _write_state(settings: Settings, url: str, workers: dict[str, dict[str, int]
         "database_url": settings.database_url,
         # Domain → consumer name → pid of the worker processes running now.
         "workers": workers,
+        # Consumer name -> its /healthz, /readyz and /metrics (FLEET_METRICS_PORT per process).
+        "metrics": {c: u for c, u in (urls or {}).items() if c in running},
         "started_at": time.time(),
     }
     tmp = settings.state_file.with_suffix(".tmp")
