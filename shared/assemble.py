@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from shared.credentials import CredentialResolver, CredentialsMiddleware
 from shared.domains import get_domain
 from shared.errors import ConfigError
 from shared.functions import BUILTINS, FunctionResolver, FunctionTable
+from shared.runtime.credentials import CredentialsExtension
 from shared.runtime.extension import Extension, Slot, chain_from, extension_layers
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
@@ -96,11 +96,13 @@ def create_worker(
     """A ready-to-run :class:`Worker` for ``domain``, assembled from extensions.
 
     The chain's core layers (metrics, logging, templates, input model, timeout) and the
-    credentials layer are always there; the domain's worker package adds its extensions
-    (``workers.<package>.extensions(settings)``); with ``settings.database_url`` (and no explicit
-    ``resolver``) the :class:`~shared.registry.extension.RegistryExtension` makes functions come
-    from the registry and every execution claimed and recorded (docs/registry.md), ``table``
-    holding the built-ins it can run and syncs. ``extensions`` are added last (tests).
+    :class:`~shared.runtime.credentials.CredentialsExtension` (the credentials layer and the
+    worker's own registry of secrets, started first) are always there; the domain's worker
+    package adds its extensions (``workers.<package>.extensions(settings)``); with
+    ``settings.database_url`` (and no explicit ``resolver``) the
+    :class:`~shared.registry.extension.RegistryExtension` makes functions come from the registry
+    and every execution claimed and recorded (docs/registry.md), ``table`` holding the built-ins
+    it can run and syncs. ``extensions`` are added last (tests).
     """
     declared = get_domain(domain)
     name = declared.name
@@ -123,9 +125,11 @@ def create_worker(
         parts.insert(0, registry)
     # Probes early: liveness answers while later extensions wait for their dependencies.
     parts.insert(0, ProbeServer(settings))
+    # First: the worker's secrets are in its resources before any other extension starts.
+    parts.insert(0, CredentialsExtension(settings))
     parts.extend(extensions)
     layers = [
-        *core_layers(metrics, settings),
+        *core_layers(metrics),
         *extension_layers(parts),
     ]
     for part in parts:
@@ -143,9 +147,10 @@ def create_worker(
     )
 
 
-def core_layers(metrics: Metrics, settings: Settings) -> list[tuple[Slot, Middleware]]:
-    """The layers every worker has, by slot: metrics, logging, templates (part of the request
-    contract with or without a registry), the input model, credentials and the timeout."""
+def core_layers(metrics: Metrics) -> list[tuple[Slot, Middleware]]:
+    """The layers every worker has besides its extensions', by slot: metrics, logging, templates
+    (part of the request contract with or without a registry), the input model and the timeout
+    (the credentials layer comes with the always-present ``CredentialsExtension``)."""
     from shared.templates import TemplateMiddleware
 
     return [
@@ -153,7 +158,6 @@ def core_layers(metrics: Metrics, settings: Settings) -> list[tuple[Slot, Middle
         (Slot.LOGGING, LoggingMiddleware()),
         (Slot.TEMPLATES, TemplateMiddleware()),
         (Slot.INPUT_MODEL, InputValidationMiddleware()),
-        (Slot.CREDENTIALS, CredentialsMiddleware(CredentialResolver.from_settings(settings))),
         (Slot.TIMEOUT, TimeoutMiddleware()),
     ]
 

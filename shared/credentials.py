@@ -9,16 +9,20 @@ Resolution order for each key a function declares (``FunctionSpec.credentials``)
 3. the environment, ``FLEET_SECRET_<KEY>``.
 
 A key found nowhere fails the execution with ``credentials_missing`` naming the key (never a
-value). Every value resolved is remembered by :data:`SECRETS`, whose :meth:`~SecretRegistry.scrub`
-the log renderers (``shared/logging.py``, on the finished line) and the result encoder apply,
-so a value that leaks into a log line, an error message or an output is replaced by ``***``.
-Excerpts of third-party answers are cut with :func:`scrub_then_truncate`: scrubbed whole first,
-so a secret straddling the cut cannot leave its first characters behind.
+value). Every value resolved is remembered by the resolver's :class:`SecretRegistry`: one per
+worker, owned by its ``CredentialsExtension`` (``shared/runtime/credentials.py``, which also puts
+the middleware in the chain) and found in ``ctx.resources``. The result encoder scrubs with its
+worker's registry; the log renderers (``shared/logging.py``, on the finished line) with the
+registry of the worker whose task is logging (:func:`worker_secrets`, a context variable the
+worker sets), so a value that leaks into a log line, an error message or an output is replaced
+by ``***`` and two workers in one process never mix their secrets. Excerpts of third-party
+answers are cut with :func:`scrub_then_truncate`: scrubbed whole first, so a secret straddling
+the cut cannot leave its first characters behind.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextvars
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,26 +31,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from shared.contract import ErrorCode
-from shared.errors import ExecutionFailed, InfrastructureError
-from shared.functions import FunctionSpec
-from shared.runtime.middleware import Call, CallNext
+from shared.errors import InfrastructureError
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # aiohttp is only needed with a Dapr sidecar: imported when first used
     import aiohttp
 
+    from shared.functions import ExecutionContext
+
 __all__ = [
-    "SECRETS",
     "CredentialResolver",
-    "CredentialsMiddleware",
     "DaprSecretSource",
     "EnvSecretSource",
     "FileSecretSource",
     "SecretRegistry",
     "SecretSource",
+    "call_secrets",
     "scrub_log_event",
     "scrub_then_truncate",
+    "worker_secrets",
+    "working_for",
 ]
 
 MASK = "***"
@@ -62,7 +66,7 @@ def _spellings(value: str) -> set[str]:
 
 
 class SecretRegistry:
-    """The set of secret values this process has handed to functions."""
+    """The set of secret values one worker has handed to its functions."""
 
     def __init__(self) -> None:
         self._values: set[str] = set()
@@ -112,26 +116,60 @@ class SecretRegistry:
         return value
 
 
-#: The process-wide registry (one worker process = one set of secrets).
-SECRETS = SecretRegistry()
+#: The registry of the worker whose task is running: set by ``Worker.run`` (the tasks it creates,
+#: deliveries included, inherit it), read where only the running task tells whose line it is (logs).
+_WORKER_SECRETS: contextvars.ContextVar[SecretRegistry | None] = contextvars.ContextVar(
+    "fleet_worker_secrets", default=None
+)
+
+
+def worker_secrets() -> SecretRegistry | None:
+    """The secrets of the worker whose task is running; ``None`` outside any worker."""
+    return _WORKER_SECRETS.get()
+
+
+def working_for(secrets: SecretRegistry) -> contextvars.Token[SecretRegistry | None]:
+    """Make ``secrets`` the current task's worker secrets (what :func:`worker_secrets` returns
+    here and in every task created from here on); the token undoes it (``.var.reset(token)``)."""
+    return _WORKER_SECRETS.set(secrets)
 
 
 def scrub_log_event(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: mask known secret values anywhere in the event."""
-    if not SECRETS:
+    """structlog processor: mask the running worker's secret values anywhere in the event."""
+    secrets = _WORKER_SECRETS.get()
+    if not secrets:
         return event_dict
-    return {k: SECRETS.scrub_value(v) for k, v in event_dict.items()}
+    return {k: secrets.scrub_value(v) for k, v in event_dict.items()}
 
 
-def scrub_then_truncate(text: str, limit: int, *, secrets: Iterable[str] = (), ellipsis: str = "") -> str:
-    """``text`` with every secret of :data:`SECRETS` and of ``secrets`` masked, then cut to its
-    first ``limit`` characters (``ellipsis`` appended when something was cut).
+def call_secrets(ctx: ExecutionContext) -> SecretRegistry:
+    """What text from one call is scrubbed with: every secret its worker has handed out
+    (the :class:`SecretRegistry` in ``ctx.resources``) and the call's own credential values
+    (``ctx.credentials``), whether that registry has them or not."""
+    known = ctx.resources.find(SecretRegistry)
+    own = [value for value in ctx.credentials.values() if value]
+    if not own:
+        return known if known is not None else SecretRegistry()
+    return (known or SecretRegistry()).including(own)
+
+
+def scrub_then_truncate(
+    text: str,
+    limit: int,
+    *,
+    known: SecretRegistry | None,
+    secrets: Iterable[str] = (),
+    ellipsis: str = "",
+) -> str:
+    """``text`` with every secret of ``known`` (the worker's registry, or :func:`call_secrets`)
+    and of ``secrets`` masked, then cut to its first ``limit`` characters (``ellipsis``
+    appended when something was cut).
 
     The order is the point: cutting first can leave the head of a secret that straddles the cut,
     which no scrub afterwards recognises.
     """
     extra = tuple(s for s in secrets if s)
-    registry = SECRETS.including(extra) if extra else SECRETS
+    registry = (known or SecretRegistry()).including(extra) if extra else known
     if registry:
         text = registry.scrub(text)
     return text if len(text) <= limit else text[:limit] + ellipsis
@@ -246,14 +284,15 @@ class DaprSecretSource:
 
 
 class CredentialResolver:
-    """Resolves keys through ``sources`` in order; remembers values for scrubbing."""
+    """Resolves keys through ``sources`` in order; remembers every value found in
+    :attr:`registry` (a new one unless given: the worker's, from its ``CredentialsExtension``)."""
 
-    def __init__(self, sources: Sequence[SecretSource], registry: SecretRegistry = SECRETS) -> None:
+    def __init__(self, sources: Sequence[SecretSource], registry: SecretRegistry | None = None) -> None:
         self.sources = list(sources)
-        self._registry = registry
+        self.registry = registry if registry is not None else SecretRegistry()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CredentialResolver:
+    def from_settings(cls, settings: Settings, registry: SecretRegistry | None = None) -> CredentialResolver:
         sources: list[SecretSource] = []
         if settings.dapr_secrets == "on" or (
             settings.dapr_secrets == "auto" and "dapr_http_port" in settings.model_fields_set
@@ -262,7 +301,7 @@ class CredentialResolver:
         if settings.secrets_file is not None:
             sources.append(FileSecretSource(settings.secrets_file))
         sources.append(EnvSecretSource())
-        return cls(sources)
+        return cls(sources, registry)
 
     async def resolve(self, keys: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """``(found, missing)`` for ``keys``."""
@@ -272,33 +311,12 @@ class CredentialResolver:
                 value = await source.get(key)
                 if value:
                     found[key] = value
-                    self._registry.add(value)
+                    self.registry.add(value)
                     break
         return found, [k for k in keys if k not in found]
 
-
-class CredentialsMiddleware:
-    """Fills ``ctx.credentials`` with the function's declared keys before it runs; a missing
-    key fails ``credentials_missing`` (naming the key) without calling the function."""
-
-    def __init__(self, resolver: CredentialResolver) -> None:
-        self._resolver = resolver
-
-    @staticmethod
-    def applies(spec: FunctionSpec) -> bool:
-        return bool(spec.credentials or spec.optional_credentials)
-
-    async def __call__(self, call: Call, call_next: CallNext) -> Any:
-        keys = call.spec.credentials
-        optional = call.spec.optional_credentials
-        if keys or optional:
-            found, missing = await self._resolver.resolve((*keys, *optional))
-            missing = [key for key in missing if key not in optional]
-            if missing:
-                raise ExecutionFailed(
-                    f"missing credentials for {call.spec.slug}: {', '.join(missing)}",
-                    code=ErrorCode.CREDENTIALS_MISSING,
-                    details={"missing": missing},
-                )
-            call.ctx = dataclasses.replace(call.ctx, credentials=found)
-        return await call_next(call)
+    async def close(self) -> None:
+        """Close the sources that hold a connection (the Dapr sidecar's session)."""
+        for source in self.sources:
+            if isinstance(source, DaprSecretSource):
+                await source.close()

@@ -16,8 +16,10 @@ Calling a provider from a handler::
   ``Retry-After`` the provider asked for (seconds or an HTTP date) or an exponential backoff;
   connection failures (the request never reached the provider) are retried the same way;
 * a final non-2xx fails the execution with ``provider_error`` and details
-  ``{provider, status, body}`` (body excerpt scrubbed of every known secret; request headers are
-  never echoed), retryable for 429/5xx; a read timeout fails with ``timeout`` (retryable).
+  ``{provider, status, body}`` (body excerpt scrubbed of the call's ``secrets`` and of every
+  secret the worker resolved, its :class:`~shared.credentials.SecretRegistry` from
+  ``ctx.resources``; request headers are never echoed), retryable for 429/5xx; a read timeout
+  fails with ``timeout`` (retryable).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 from shared.contract import ErrorCode
-from shared.credentials import scrub_then_truncate
+from shared.credentials import SecretRegistry, scrub_then_truncate, worker_secrets
 from shared.errors import ConfigError, ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.runtime.extension import BaseExtension, WorkerContext
@@ -103,12 +105,17 @@ def provider_failure(
     text: str,
     *,
     secrets: Iterable[str] = (),
+    known: SecretRegistry | None = None,
     retryable: bool | None = None,
     message: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> ExecutionFailed:
-    """A ``provider_error`` failure for an answer of ``provider`` (``text`` = its body)."""
+    """A ``provider_error`` failure for an answer of ``provider`` (``text`` = its body); its
+    excerpts are scrubbed of ``secrets`` and of ``known``, the worker's registry (by default
+    that of the worker whose task this is: a handler raising this itself need not find it)."""
     secrets = list(secrets)
+    if known is None:
+        known = worker_secrets()
     if message is None:
         try:
             message = _message_from(json.loads(text)) if text else None
@@ -116,11 +123,11 @@ def provider_failure(
             message = None
     summary = f"{provider} answered {status}" if status is not None else f"{provider} request failed"
     if message:
-        summary = f"{summary}: {scrub_then_truncate(message, _MESSAGE_CHARS, secrets=secrets)}"
+        summary = f"{summary}: {scrub_then_truncate(message, _MESSAGE_CHARS, known=known, secrets=secrets)}"
     details: dict[str, Any] = {
         "provider": provider,
         "status": status,
-        "body": scrub_then_truncate(text, BODY_EXCERPT_CHARS, secrets=secrets),
+        "body": scrub_then_truncate(text, BODY_EXCERPT_CHARS, known=known, secrets=secrets),
     }
     details.update(extra or {})
     if retryable is None:
@@ -196,10 +203,12 @@ def bearer(token: str) -> dict[str, str]:
 class ProviderClients:
     """One worker's provider clients: one pooled :class:`httpx.AsyncClient` per provider, built
     on first use from :attr:`settings`, all closed by :meth:`aclose` (idempotent). A call after
-    :meth:`aclose` is a wiring bug (:class:`~shared.errors.ConfigError`)."""
+    :meth:`aclose` is a wiring bug (:class:`~shared.errors.ConfigError`). Failures are scrubbed
+    of :attr:`secrets`, the worker's registry (set by :class:`ProvidersExtension` at start)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: SecretRegistry | None = None) -> None:
         self.settings = settings
+        self.secrets = secrets
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._closed = False
         #: counts every exchange by provider and status class (set by :class:`ProvidersExtension`).
@@ -304,6 +313,7 @@ class ProviderClients:
                     None,
                     "",
                     secrets=secrets,
+                    known=self.secrets,
                     retryable=True,
                     message=f"unreachable ({type(exc).__name__})",
                 ) from None
@@ -317,6 +327,7 @@ class ProviderClients:
                     None,
                     "",
                     secrets=secrets,
+                    known=self.secrets,
                     retryable=True,
                     message=f"connection failed ({type(exc).__name__})",
                 ) from None
@@ -341,8 +352,10 @@ class ProviderClients:
                 extra = {"attempts": attempt}
                 if retry_after is not None:
                     extra["retry_after"] = retry_after  # type: ignore[assignment]
-                raise provider_failure(provider, status, response.text, secrets=secrets, extra=extra)
-            raise provider_failure(provider, status, response.text, secrets=secrets)
+                raise provider_failure(
+                    provider, status, response.text, secrets=secrets, known=self.secrets, extra=extra
+                )
+            raise provider_failure(provider, status, response.text, secrets=secrets, known=self.secrets)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def call_json(self, provider: str, method: str, path: str, **kwargs: Any) -> Any:
@@ -381,6 +394,7 @@ class ProvidersExtension(BaseExtension):
         self.clients = ProviderClients(settings)
 
     async def start(self, ctx: WorkerContext) -> bool:
+        self.clients.secrets = ctx.resources.find(SecretRegistry)
         self.clients.metrics = ctx.resources.find(Metrics)
         ctx.resources.provide(ProviderClients, self.clients)
         return True

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from shared.credentials import SECRETS
+from shared.credentials import SecretRegistry
 from shared.errors import Defer, Retry
 from shared.registry.claims import ClaimResult, RedisClaimStore
 from shared.registry.database import json_text, jsonb_safe
@@ -53,8 +53,10 @@ CLAIM_TOKEN = "claim_token"
 CLAIM_ATTEMPT = "claim_attempt"
 
 
-def _scrub(value: Any) -> Any:
-    return SECRETS.scrub_value(value) if SECRETS else value
+def _scrub(call: Call | None, value: Any) -> Any:
+    """``value`` scrubbed of the secrets of the worker running ``call`` (its ``ctx.resources``)."""
+    secrets = call.ctx.resources.find(SecretRegistry) if call is not None else None
+    return secrets.scrub_value(value) if secrets else value
 
 
 class Claims(Protocol):
@@ -103,7 +105,7 @@ class DatabaseClaims:
             slug=call.spec.slug,
             workflow_execution_id=ctx.workflow_execution_id,
             node_id=ctx.node_id,
-            input=_scrub(call.event.data.input),
+            input=_scrub(call, call.event.data.input),
             attempt=ctx.attempt,
             lease_seconds=lease_seconds,
             started_at=datetime.now(UTC),
@@ -156,7 +158,7 @@ class RedisClaims:
                     "slug": call.spec.slug,
                     "wf": ctx.workflow_execution_id,
                     "node": ctx.node_id,
-                    "input": _scrub(call.event.data.input),
+                    "input": _scrub(call, call.event.data.input),
                     "attempt": attempt,
                     "opened": opened,
                 }
@@ -312,12 +314,14 @@ class HistoryRecorder:
             status=data["status"],
             # Sent only for rows the finish may create (a database claim stored it already).
             input=(
-                _scrub(call.event.data.input)
+                _scrub(call, call.event.data.input)
                 if call and not (token and self._claims.claim_stores_input)
                 else None
             ),
             # What was published, encoded once by the worker (secrets already scrubbed).
-            result_json=jsonb_safe(data_json.decode()) if data_json is not None else json_text(_scrub(data)),
+            result_json=jsonb_safe(data_json.decode())
+            if data_json is not None
+            else json_text(_scrub(call, data)),
             attempt=attempt,
             started_at=data.get("started_at"),
             completed_at=data.get("completed_at"),

@@ -33,7 +33,7 @@ import structlog
 
 from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ErrorCode
-from shared.credentials import SECRETS, scrub_then_truncate
+from shared.credentials import SecretRegistry, scrub_then_truncate, working_for
 from shared.errors import (
     Defer,
     Drop,
@@ -49,6 +49,7 @@ from shared.errors import (
 from shared.functions import BUILTINS, ExecutionContext, FunctionResolver, FunctionSpec
 from shared.resources import Resources
 from shared.retry import effective_policy
+from shared.runtime.credentials import CredentialsExtension
 from shared.runtime.envelope import (
     RequestEvent,
     decode_request,
@@ -129,6 +130,10 @@ class Worker:
         extensions: the pieces the worker was assembled from (``shared.runtime.extension``):
             started in order before the transport opens, stopped in reverse after it closed.
         resources: what the extensions provide to handlers (``ctx.resources``).
+
+    :attr:`secrets` is the worker's :class:`~shared.credentials.SecretRegistry` (its
+    :class:`~shared.runtime.credentials.CredentialsExtension`'s; an empty one without): results
+    and handler errors are scrubbed with it, and so is every log line its tasks emit.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class Worker:
         self.burst = burst
         self.extensions = tuple(extensions)
         self.resources = resources if resources is not None else Resources()
+        self.secrets = _secrets_of(self.extensions, self.resources)
         self.recorder = recorder
         self.transport = transport
         self.settings = settings
@@ -223,6 +229,15 @@ class Worker:
         if self.state is not WorkerState.NEW:
             raise RuntimeError("a Worker runs once")
         self.state = WorkerState.STARTING
+        # Every task started from here (extensions', deliveries', the settler) inherits it: a
+        # line they log is scrubbed of this worker's secrets, not of another worker's.
+        secrets_token = working_for(self.secrets)
+        try:
+            await self._run()
+        finally:
+            secrets_token.var.reset(secrets_token)
+
+    async def _run(self) -> None:
         settler: asyncio.Task[None] | None = None
         started: list[Extension] = []
         try:
@@ -411,8 +426,12 @@ class Worker:
             return await self._failed_or_retried(d, spec, exc)
         except Exception as exc:  # a handler bug: a failed result, never a dead worker
             # Scrubbed before the cut: a secret straddling it would leave its head otherwise.
-            secrets = call.ctx.credentials.values()
-            message = scrub_then_truncate(f"{type(exc).__name__}: {exc}", MAX_ERROR_MESSAGE, secrets=secrets)
+            message = scrub_then_truncate(
+                f"{type(exc).__name__}: {exc}",
+                MAX_ERROR_MESSAGE,
+                known=self.secrets,
+                secrets=call.ctx.credentials.values(),
+            )
             return await self._failed(d, ExecutionFailed(message, code=ErrorCode.HANDLER_ERROR))
         if isinstance(output, Answer):
             await self._record(output.data, call, answered=True)
@@ -511,9 +530,9 @@ class Worker:
         """``(result CloudEvent, its data as JSON)``: the data is encoded once, for the event
         and for the recorder (which stores exactly what is published)."""
         data_json = orjson.dumps(data)
-        if SECRETS:
+        if self.secrets:
             # Secret values a function saw never leave in a result, whatever the function did.
-            data_json = SECRETS.scrub_bytes(data_json)
+            data_json = self.secrets.scrub_bytes(data_json)
         event = d.event
         result = encode_result(
             request_id=data["execution_id"],
@@ -654,6 +673,17 @@ class Worker:
             log.warning("transport close failed", error=str(exc))
         if in_flight:
             log.info("drained", worker=self.name, drained=in_flight)
+
+
+def _secrets_of(extensions: Sequence[Extension], resources: Resources) -> SecretRegistry:
+    """The worker's registry of secrets: its credentials extension's (known before anything
+    starts, so the worker's tasks scrub with it from the first), else one already in
+    ``resources``, else an empty one (a worker assembled without credentials)."""
+    for extension in extensions:
+        if isinstance(extension, CredentialsExtension):
+            return extension.secrets
+    provided = resources.find(SecretRegistry)
+    return provided if provided is not None else SecretRegistry()
 
 
 async def run_until_signalled(worker: Worker) -> None:

@@ -15,10 +15,11 @@ import pytest
 
 from shared.assemble import create_worker, load_functions
 from shared.contract import EVENT_REQUESTED, ExecutionResult, RequestData
-from shared.credentials import CredentialResolver, CredentialsMiddleware, EnvSecretSource
+from shared.credentials import CredentialResolver, EnvSecretSource, SecretRegistry
 from shared.errors import ExecutionFailed
 from shared.functions import BUILTINS, ExecutionContext
 from shared.resources import Resources
+from shared.runtime.credentials import CredentialsMiddleware
 from shared.runtime.envelope import RequestEvent
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import Call, compose, default_middleware
@@ -105,9 +106,12 @@ async def _run(
     execution_id = execution_id or str(uuid.uuid4())
     resources = Resources()
     resources.provide(ProviderClients, clients)
+    secrets = SecretRegistry()  # as a worker's credentials extension provides it
+    resources.provide(SecretRegistry, secrets)
     chain = compose(
         default_middleware(
-            Metrics(), before_timeout=[CredentialsMiddleware(CredentialResolver([EnvSecretSource()]))]
+            Metrics(),
+            before_timeout=[CredentialsMiddleware(CredentialResolver([EnvSecretSource()], secrets))],
         )
     )
     event = RequestEvent(

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shared.credentials import SECRETS
+from shared.credentials import SecretRegistry
 from tests.http.conftest import Fake, allowing
 from tests.http.test_webhook import context, failure
 from workers.http.webhook import run_webhook
@@ -21,9 +21,12 @@ LIMIT = 2048  # the excerpt's length (workers/http/webhook.py)
 async def test_a_secret_straddling_the_excerpt_cut_leaves_no_prefix(fake: Fake, known_as: str) -> None:
     secret = f"Wk7sECRET-{uuid.uuid4().hex}"
     credentials = {"ACME_TOKEN": secret}
+    registry = SecretRegistry()  # the worker's, in ctx.resources as its credentials extension puts it
     if known_as == "registered secret":  # e.g. another function's, resolved by the middleware
-        SECRETS.add(secret)
+        registry.add(secret)
         credentials = {"ACME_TOKEN": "tok-unrelated"}
+    ctx = context(**credentials)
+    ctx.resources.provide(SecretRegistry, registry)
     body = "x" * (LIMIT - 6) + secret + "y" * 500
 
     async def echo(request: web.Request) -> web.StreamResponse:
@@ -35,7 +38,7 @@ async def test_a_secret_straddling_the_excerpt_cut_leaves_no_prefix(fake: Fake, 
             url=fake.url("/hook"),
             headers={"Authorization": "Bearer {{credentials.ACME_TOKEN}}"},
             input={"a": 1},
-            ctx=context(**credentials),
+            ctx=ctx,
             policy=allowing("127.0.0.1"),
         )
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shared.credentials import SecretRegistry
 from shared.functions import ExecutionContext
 from shared.resources import Resources
 from shared.settings import Settings
@@ -43,6 +44,17 @@ def kube_settings(fake_kube: FakeKube, oci_settings: Callable[..., Settings], tm
     return oci_settings(
         oci_backend="kubernetes", oci_kubeconfig=fake_kube.kubeconfig(tmp_path / "kubeconfig")
     )
+
+
+def knowing(*secrets: str) -> Resources:
+    """A worker's resources whose registry of secrets (as its credentials extension fills it)
+    holds ``secrets``."""
+    registry = SecretRegistry()
+    for secret in secrets:
+        registry.add(secret)
+    resources = Resources()
+    resources.provide(SecretRegistry, registry)
+    return resources
 
 
 def make_ctx(

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from shared.credentials import SECRETS
 from shared.errors import ExecutionFailed
 from shared.registry.models import FunctionRecord
 from shared.settings import Settings
 from tests.fakes.kube import FakeKube, Scenario
-from tests.oci.conftest import make_ctx
+from tests.oci.conftest import knowing, make_ctx
 from tests.oci.schemas import validate
 from workers.oci.executor import OciExecutor
 from workers.oci.kubernetes import KubernetesBackend
@@ -219,11 +218,13 @@ async def test_last_line_not_json_is_invalid_output(fake_kube: FakeKube, kube_se
 async def test_non_zero_exit_is_function_failed_with_a_scrubbed_log_tail(
     fake_kube: FakeKube, kube_settings: Settings
 ) -> None:
-    SECRETS.add(PLANTED)  # the credentials middleware registers every value it resolves
     lines = [f"line {i}" for i in range(60)] + [f"boom: token {PLANTED} rejected"]
     fake_kube.scenario = Scenario(outcome="exit", exit_code=3, log="\n".join(lines) + "\n")
     with pytest.raises(ExecutionFailed) as caught:
-        await run(kube_settings, {"name": "Ada"}, credentials={"API_TOKEN": PLANTED})
+        # The credentials middleware registers every value it resolves in the worker's registry.
+        await run(
+            kube_settings, {"name": "Ada"}, credentials={"API_TOKEN": PLANTED}, resources=knowing(PLANTED)
+        )
     error = caught.value
     assert error.code == "function_failed"
     assert error.retryable is False

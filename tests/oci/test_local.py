@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from shared.credentials import SECRETS
 from shared.errors import ExecutionFailed
 from shared.settings import Settings
-from tests.oci.conftest import make_ctx
+from tests.oci.conftest import knowing, make_ctx
 from workers.oci.executor import OciExecutor
 from workers.oci.protocol import MAX_INPUT_BYTES, OciFunction, Resources
 
@@ -108,7 +107,6 @@ async def test_no_output_is_invalid_output(tmp_path: Path, oci_settings: Any) ->
 async def test_non_zero_exit_is_function_failed_with_a_scrubbed_tail(
     tmp_path: Path, oci_settings: Any
 ) -> None:
-    SECRETS.add(PLANTED)
     script = "import os, sys\nfor i in range(50): print('step', i, file=sys.stderr)\n"
     script += "print('rejected', os.environ['API_TOKEN'], file=sys.stderr)\nsys.exit(7)\n"
     with pytest.raises(ExecutionFailed) as caught:
@@ -117,6 +115,7 @@ async def test_non_zero_exit_is_function_failed_with_a_scrubbed_tail(
             function(tmp_path, script),
             {},
             credentials={"API_TOKEN": PLANTED},
+            resources=knowing(PLANTED),  # the credentials middleware registers every value it resolves
         )
     error = caught.value
     assert error.code == "function_failed"
@@ -128,7 +127,7 @@ async def test_non_zero_exit_is_function_failed_with_a_scrubbed_tail(
 async def test_the_calls_own_credentials_are_scrubbed_even_when_no_registry_knows_them(
     tmp_path: Path, oci_settings: Any
 ) -> None:
-    unregistered = "c4ll-only-cr3dential-0e1f"  # never added to SECRETS
+    unregistered = "c4ll-only-cr3dential-0e1f"  # in no worker's registry
     script = "import os, sys\nprint('using', os.environ['API_TOKEN'], file=sys.stderr)\n"
     script += (
         "print('{\"error\": {\"message\": \"refused ' + os.environ['API_TOKEN'] + '\"}}')\nsys.exit(3)\n"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shared.credentials import SecretRegistry
 from shared.errors import ExecutionFailed
 from shared.registry.models import FunctionRecord
-from tests.oci.conftest import make_ctx
+from tests.oci.conftest import knowing, make_ctx
 from tests.oci.schemas import validate
 from workers.oci.manifests import dns_label, job_manifest, job_name, label_value
 from workers.oci.protocol import (
@@ -143,9 +143,8 @@ def test_a_runs_text_is_scrubbed_of_the_calls_own_credentials_and_of_the_known_o
     """The call's credential values are masked even when the registry of known secrets never saw
     them (a value resolved by another worker's resolver, or registered after the run began)."""
     own, known_value = "c4ll-own-t0ken-51de", "kn0wn-w0rker-v4lue-77"
-    known = SecretRegistry()
-    known.add(known_value)
-    secrets = run_secrets(make_ctx(credentials={"API_TOKEN": own}), known)
+    resources = knowing(known_value)  # the worker's registry, as its credentials extension fills it
+    secrets = run_secrets(make_ctx(credentials={"API_TOKEN": own}, resources=resources))
     fn = OciFunction(slug="x/y", image_ref="i", timeout_seconds=1, resources=Resources("1", "1", "1", "1"))
     failed = RunOutcome(
         exit_code=1,
@@ -162,4 +161,4 @@ def test_a_runs_text_is_scrubbed_of_the_calls_own_credentials_and_of_the_known_o
     assert invalid.value.code == "invalid_output"
     assert invalid.value.details == {"last_line": "token=***"}
     # The known registry itself is left as it was (the call's values are this run's only).
-    assert known.scrub(own) == own
+    assert resources.get(SecretRegistry).scrub(own) == own

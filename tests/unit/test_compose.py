@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.credentials import CredentialsMiddleware
 from shared.registry.resolver import DeprecationMiddleware
+from shared.runtime.credentials import CredentialsMiddleware
 from shared.runtime.middleware import Call, CallNext, InputValidationMiddleware, compose
 from shared.validation import SchemaValidationMiddleware
 from tests.unit.test_timeout_middleware import make_call

@@ -118,7 +118,5 @@ def test_no_import_cycles_between_packages() -> None:
             a, b = _package(module), _package(target)
             if a != b:
                 edges[a].add(b)
-    # Known cycle, to be cut by moving the credentials middleware into the runtime (issue 13).
-    allowed = {frozenset({"shared.credentials", "shared.runtime"})}
     cycles = {frozenset({a, b}) for a in edges for b in edges[a] if a in edges.get(b, set())}
-    assert cycles - allowed == set()
+    assert cycles == set()

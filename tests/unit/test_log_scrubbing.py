@@ -1,6 +1,7 @@
 """Secrets are masked in the rendered log line, tracebacks included: logging configured as a
-worker does, a secret registered as the credentials middleware does, then an exception whose
-message holds it, logged through structlog (JSON and console) and through stdlib logging."""
+worker does, a secret registered as the credentials middleware does (in its worker's registry,
+the one the worker's tasks log with), then an exception whose message holds it, logged through
+structlog (JSON and console) and through stdlib logging."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from shared.credentials import CredentialResolver, EnvSecretSource
+from shared.credentials import CredentialResolver, EnvSecretSource, SecretRegistry, working_for
 from shared.logging import configure_logging
 from shared.settings import Settings
 
@@ -38,17 +39,28 @@ def configure() -> Iterator[Callable[[str], None]]:
         structlog.reset_defaults()
 
 
-async def registered_secret(shape: str) -> str:
-    """A fresh secret resolved (and therefore registered) the way a function's credentials are."""
+@pytest.fixture
+def registry() -> Iterator[SecretRegistry]:
+    """A worker's registry of secrets, made this task's as ``Worker.run`` does for its tasks."""
+    registry = SecretRegistry()
+    token = working_for(registry)
+    try:
+        yield registry
+    finally:
+        token.var.reset(token)
+
+
+async def registered_secret(shape: str, registry: SecretRegistry) -> str:
+    """A fresh secret resolved (and therefore registered in ``registry``) the way a function's
+    credentials are."""
     tail = uuid.uuid4().hex[:12]
     value = {
         "plain": f"Zq9vTOKEN-{tail}",
         # A quote, a backslash and a non-ASCII letter: spelt differently in JSON and in reprs.
         "escaped": f'Zq9v"q\\b-w\u00f6rd-{tail}',
     }[shape]
-    found, _ = await CredentialResolver([EnvSecretSource({"FLEET_SECRET_API_KEY": value})]).resolve(
-        ["API_KEY"]
-    )
+    resolver = CredentialResolver([EnvSecretSource({"FLEET_SECRET_API_KEY": value})], registry)
+    found, _ = await resolver.resolve(["API_KEY"])
     assert found == {"API_KEY": value}
     return value
 
@@ -69,10 +81,13 @@ def assert_masked(text: str, secret: str) -> None:
 
 @pytest.mark.parametrize("shape", ["plain", "escaped"])
 async def test_json_lines_mask_secrets_in_exception_messages_and_tracebacks(
-    shape: str, configure: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+    shape: str,
+    configure: Callable[[str], None],
+    registry: SecretRegistry,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure("json")
-    secret = await registered_secret(shape)
+    secret = await registered_secret(shape, registry)
     log_a_failure(secret)
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
@@ -89,13 +104,37 @@ async def test_json_lines_mask_secrets_in_exception_messages_and_tracebacks(
 
 @pytest.mark.parametrize("shape", ["plain", "escaped"])
 async def test_console_lines_mask_secrets_in_exception_messages_and_tracebacks(
-    shape: str, configure: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+    shape: str,
+    configure: Callable[[str], None],
+    registry: SecretRegistry,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure("console")
-    secret = await registered_secret(shape)
+    secret = await registered_secret(shape, registry)
     log_a_failure(secret)
     err = capsys.readouterr().err
     assert "call failed" in err
     assert err.count("Traceback (most recent call last)") == 2
+    assert "RuntimeError: provider refused key ***" in err
+    assert_masked(err, secret)
+
+
+async def test_a_line_outside_any_worker_is_masked_with_the_registry_given_to_configure_logging(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A process that resolves secrets outside a worker's tasks passes their registry."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    process = SecretRegistry()
+    secret = await registered_secret("plain", process)
+    try:
+        root.handlers.clear()
+        configure_logging(Settings(log_format="json", log_level="info"), secrets=process)
+        log_a_failure(secret)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+    err = capsys.readouterr().err
     assert "RuntimeError: provider refused key ***" in err
     assert_masked(err, secret)

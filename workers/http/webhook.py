@@ -43,7 +43,7 @@ import orjson
 from pydantic import BaseModel
 
 from shared.contract import ErrorCode
-from shared.credentials import scrub_then_truncate
+from shared.credentials import call_secrets, scrub_then_truncate
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.registry.models import FunctionRecord
@@ -125,14 +125,15 @@ def _query_from(input: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _excerpt(response: client.HttpResponse, credentials: Mapping[str, str]) -> Any:
+def _excerpt(response: client.HttpResponse, ctx: ExecutionContext) -> Any:
     """The error body for ``details``: decoded whole up to :data:`_EXCERPT_LIMIT` bytes (the
-    result encoder scrubs it), else its text cut to that many characters after masking every
-    secret, so a credential the server echoes across the cut leaves no prefix behind."""
+    result encoder scrubs it), else its text cut to that many characters after masking the
+    call's credentials and every secret its worker resolved (:func:`call_secrets`), so a
+    credential the server echoes across the cut leaves no prefix behind."""
     if len(response.body) <= _EXCERPT_LIMIT:
         return response.decoded()
     text = response.body.decode("utf-8", errors="replace")
-    return scrub_then_truncate(text, _EXCERPT_LIMIT, secrets=credentials.values(), ellipsis="…")
+    return scrub_then_truncate(text, _EXCERPT_LIMIT, known=call_secrets(ctx), ellipsis="…")
 
 
 async def run_webhook(
@@ -201,7 +202,7 @@ async def run_webhook(
             f"webhook answered {response.status}",
             code=ErrorCode.FUNCTION_FAILED,
             retryable=response.status >= 500 or response.status in _RETRYABLE_STATUSES,
-            details={"status": response.status, "body": _excerpt(response, ctx.credentials)},
+            details={"status": response.status, "body": _excerpt(response, ctx)},
         )
     return response.as_result()
 

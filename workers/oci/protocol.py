@@ -12,8 +12,8 @@ A function is a program (a container image's entrypoint, or ``command`` for the 
 
 This module turns a registry row into an :class:`OciFunction`, builds the environment, and maps
 what a run produced (:class:`RunOutcome`) onto an output or an :class:`ExecutionFailed`. What a
-run's text is scrubbed with is passed in (``secrets``, from :func:`run_secrets`): the values this
-worker has handed out and the call's own credentials.
+run's text is scrubbed with is passed in (``secrets``, from :func:`run_secrets`): the values the
+call's worker has handed out (its registry in ``ctx.resources``) and the call's own credentials.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from shared.contract import ErrorCode
-from shared.credentials import SECRETS, SecretRegistry
+from shared.credentials import SecretRegistry, call_secrets
 from shared.errors import ExecutionFailed, ExecutionTimeout, PayloadTooLarge
 from shared.functions import ExecutionContext
 from shared.settings import Settings
@@ -184,10 +184,11 @@ def function_env(fn: OciFunction, input_json: str, ctx: ExecutionContext) -> dic
     return env
 
 
-def run_secrets(ctx: ExecutionContext, known: SecretRegistry = SECRETS) -> SecretRegistry:
-    """What one run's log tail and messages are scrubbed with: every value ``known`` holds and
-    the call's own credential values (``ctx.credentials``), whether ``known`` has them or not."""
-    return known.including(ctx.credentials.values())
+def run_secrets(ctx: ExecutionContext) -> SecretRegistry:
+    """What one run's log tail and messages are scrubbed with: every value the worker running
+    the call has handed out (the :class:`SecretRegistry` in ``ctx.resources``) and the call's
+    own credential values (``ctx.credentials``), whether that registry has them or not."""
+    return call_secrets(ctx)
 
 
 def _last_line(text: str) -> str | None:
