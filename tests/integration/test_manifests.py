@@ -3,10 +3,11 @@
 What is checked, and against what:
 
 * Every YAML document under ``components/``, ``keda/`` and ``deploy/`` (the latter as
-  ``kubectl kustomize`` renders each overlay, plus the Argo CD Application, which no
-  kustomization includes) is validated against ``tests/schemas`` (copies of the upstream
-  schemas kept in the repository, sources in each SOURCES.md): dapr/keda kinds against their
-  CRD's ``openAPIV3Schema`` for the manifest's version, core kinds
+  ``kubectl kustomize`` renders each overlay, plus the Argo CD Applications and the Kargo
+  objects, which no kustomization includes) is validated against ``tests/schemas`` (copies of
+  the upstream schemas kept in the repository, sources in each SOURCES.md): Dapr, KEDA,
+  Prometheus Operator (PodMonitor) and Kargo (Warehouse, Stage) kinds against their CRD's
+  ``openAPIV3Schema`` for the manifest's version, core kinds
   against the Kubernetes v1.34 JSON schemas. Both are made strict first (``additionalProperties:
   false`` wherever a schema lists properties and does not preserve unknown fields), the way
   ``kubectl apply``'s strict field validation rejects a misspelled field; those schemas alone
@@ -14,8 +15,11 @@ What is checked, and against what:
 * Core kinds are also parsed by the ``kubernetes`` client's generated models (strict pydantic,
   unknown fields forbidden). For NetworkPolicy and Secret that is the only schema: tests/schemas
   has no JSON schema for them.
-* ``ExternalSecret`` (external-secrets.io/v1beta1) and the Argo CD ``Application`` have NO
-  schema here: tests/schemas holds neither CRD. They get structural assertions only.
+* ``ExternalSecret`` (external-secrets.io/v1beta1), the Argo CD ``Application`` and Kargo's
+  ``Project`` have NO schema here: tests/schemas holds none of these CRDs. They get structural
+  assertions only. Kargo's schemas leave a Warehouse's ``subscriptions`` and a promotion step's
+  ``config`` open (``x-kubernetes-preserve-unknown-fields``): those get structural assertions
+  too (test_kargo_pipeline_feeds_the_argocd_applications).
 * The Dockerfile is linted, not built: this machine has the docker client but no daemon (no
   container engine runs here), so the lint parses it and checks the rules a build would not.
 
@@ -41,6 +45,8 @@ import pytest
 import redis as sync_redis
 import yaml
 from click.testing import CliRunner
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT4
@@ -61,7 +67,7 @@ from shared.tools.manifests.render import (
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod")  # promotion order
 DEFAULTS = Settings()
 Doc = dict[str, Any]
 
@@ -69,7 +75,10 @@ Doc = dict[str, Any]
 NO_SCHEMA = {
     ("external-secrets.io/v1beta1", "ExternalSecret"): "external-secrets CRD not in tests/schemas",
     ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD not in tests/schemas",
+    ("kargo.akuity.io/v1alpha1", "Project"): "Kargo's Project CRD not in tests/schemas (metadata only)",
 }
+#: tests/schemas folders holding CustomResourceDefinitions the documents are validated against.
+CRD_DIRS = ("dapr", "keda", "prometheus-operator", "kargo")
 #: Core kinds without a JSON schema in tests/schemas/kubernetes: the client model is the schema.
 MODEL_ONLY = {("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "Secret")}
 
@@ -110,7 +119,9 @@ def all_docs(kustomized: dict[str, list[Doc]]) -> list[tuple[str, Doc]]:
             docs.extend((str(path.relative_to(REPO)), d) for d in _load(path))
     for overlay, rendered in kustomized.items():
         docs.extend((f"kustomize deploy/overlays/{overlay}", d) for d in rendered)
-    for path in sorted((REPO / "deploy" / "argocd").glob("*.yaml")):
+    for path in sorted(
+        [*(REPO / "deploy" / "argocd").glob("*.yaml"), *(REPO / "deploy" / "kargo").glob("*.yaml")]
+    ):
         docs.extend((str(path.relative_to(REPO)), d) for d in _load(path))
     return docs
 
@@ -176,13 +187,13 @@ def file_validator(path: Path, registry: Registry[Any], transform: Callable[[Any
 
 
 class Schemas:
-    """Validators by (apiVersion, kind): CRD schemas of tests/schemas/{dapr,keda}, and the
+    """Validators by (apiVersion, kind): CRD schemas of the :data:`CRD_DIRS` folders, and the
     Kubernetes JSON schemas of tests/schemas/kubernetes."""
 
     def __init__(self, root: Path) -> None:
         assert root.is_dir(), f"schemas not found at {root} (shared/ must sit beside the repository)"
         self.crds: dict[tuple[str, str], Any] = {}
-        for crd_file in sorted([*(root / "dapr").glob("*.yaml"), *(root / "keda").glob("*.yaml")]):
+        for crd_file in sorted(f for folder in CRD_DIRS for f in (root / folder).glob("*.yaml")):
             crd = yaml.safe_load(crd_file.read_text(encoding="utf-8"))
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
@@ -217,7 +228,7 @@ def _client_model(doc: Doc) -> Any:
 
 
 def _structural_no_schema(doc: Doc) -> None:
-    spec = doc["spec"]
+    spec = doc.get("spec", {})
     if doc["kind"] == "ExternalSecret":
         assert spec["secretStoreRef"]["name"]
         assert spec["secretStoreRef"]["kind"] in {
@@ -232,14 +243,16 @@ def _structural_no_schema(doc: Doc) -> None:
         for item in spec.get("dataFrom", []):
             assert set(item) == {"extract"}
             assert item["extract"]["key"]
-    else:
+    elif doc["kind"] == "Application":
         assert spec["project"]
         assert spec["destination"]["server"]
         assert spec["destination"]["namespace"]
-        assert spec["sources"], "sources"
-        for source in spec["sources"]:
-            assert {"repoURL", "targetRevision", "path"} <= set(source)
-            assert (REPO / source["path"]).is_dir(), source["path"]
+        source = spec["source"]
+        assert set(source) == {"repoURL", "targetRevision", "path", "directory"}
+        assert source["directory"] == {"recurse": True}
+    else:  # Kargo Project: cluster-scoped, metadata only (Kargo names its namespace after it)
+        assert "namespace" not in doc["metadata"]
+        assert set(doc) == {"apiVersion", "kind", "metadata"}
 
 
 def test_every_document_validates(all_docs: list[tuple[str, Doc]], schemas: Schemas) -> None:
@@ -295,6 +308,23 @@ def test_strict_validation_catches_a_misspelled_field(schemas: Schemas) -> None:
     broken_so = copy.deepcopy(so)
     broken_so["spec"]["triggers"][0]["metadata"]["lagCount"] = 20  # must be a string
     assert _errors(schemas.crds[("keda.sh/v1alpha1", "ScaledObject")], broken_so)
+    monitor = _by_kind(_load(REPO / "deploy/base/podmonitors.yaml"), "PodMonitor")["fleet-ai"]
+    podmonitor = schemas.crds[("monitoring.coreos.com/v1", "PodMonitor")]
+    assert _errors(podmonitor, monitor) == []
+    broken_monitor = copy.deepcopy(monitor)
+    broken_monitor["spec"]["podMetricsEndpoints"][0]["scrapeInterval"] = "30s"  # it is `interval`
+    assert _errors(podmonitor, broken_monitor)
+    kargo = "kargo.akuity.io/v1alpha1"
+    (warehouse,) = _load(REPO / "deploy/kargo/warehouse.yaml")
+    assert _errors(schemas.crds[(kargo, "Warehouse")], warehouse) == []
+    broken_warehouse = copy.deepcopy(warehouse)
+    broken_warehouse["spec"]["interval"] = "five minutes"
+    assert _errors(schemas.crds[(kargo, "Warehouse")], broken_warehouse)
+    stage = _by_kind(_load(REPO / "deploy/kargo/stages.yaml"), "Stage")["prod"]
+    assert _errors(schemas.crds[(kargo, "Stage")], stage) == []
+    broken_stage = copy.deepcopy(stage)
+    broken_stage["spec"]["requestedFreight"][0]["sources"]["upstreamStages"] = ["dev"]
+    assert _errors(schemas.crds[(kargo, "Stage")], broken_stage)
 
 
 def test_kubernetes_schema_refs_resolve_locally(tmp_path: Path) -> None:
@@ -325,7 +355,7 @@ def test_kubernetes_schema_refs_resolve_locally(tmp_path: Path) -> None:
 
 def test_every_deploy_file_is_validated() -> None:
     """No YAML under deploy/ escapes validation: each is a kustomization, something a
-    kustomization includes, or the Argo CD Application (validated directly)."""
+    kustomization includes, or an Argo CD / Kargo object (validated directly)."""
     included: set[Path] = set()
     for kfile in (REPO / "deploy").rglob("kustomization.yaml"):
         k = _load(kfile)[0]
@@ -334,7 +364,7 @@ def test_every_deploy_file_is_validated() -> None:
             if target.is_file():
                 included.add(target)
     for path in (REPO / "deploy").rglob("*.yaml"):
-        if path.name == "kustomization.yaml" or path.parent.name == "argocd":
+        if path.name == "kustomization.yaml" or path.parent.name in {"argocd", "kargo"}:
             continue
         assert path.resolve() in included, f"{path.relative_to(REPO)} is in no kustomization"
 
@@ -526,8 +556,16 @@ def test_deployments_follow_the_declaration(kustomized: dict[str, list[Doc]]) ->
 def test_configmap_holds_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     (cm,) = _by_kind(_repo_docs("deploy/base"), "ConfigMap").values()
     fields = {f"FLEET_{name.upper()}" for name in Settings.model_fields}
-    assert set(cm["data"]) <= fields, set(cm["data"]) - fields
-    for key, value in cm["data"].items():
+    fleet = {k: v for k, v in cm["data"].items() if k.startswith("FLEET_")}
+    assert set(fleet) <= fields, set(fleet) - fields
+    # the rest are the OpenTelemetry SDK's own variables, which Settings does not read
+    assert set(cm["data"]) - set(fleet) == {
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_RESOURCE_ATTRIBUTES",
+    }
+    for key, value in fleet.items():
         monkeypatch.setenv(key, value)
     loaded = Settings()
     assert loaded.app_host == "0.0.0.0"
@@ -569,7 +607,20 @@ def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
             spec = policies[_app_id(d)]["spec"]
             assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": _app_id(d)}}
             assert "Ingress" in spec["policyTypes"]
-            assert not spec.get("ingress"), "no ingress"
+            # the one way in: Prometheus pods of the monitoring namespace, to port http only
+            assert spec["ingress"] == [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                            },
+                            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": "http"}],
+                }
+            ]
             peers = [peer for rule in spec["egress"] for peer in rule.get("to", [])]
             blocks = [p["ipBlock"] for p in peers if "ipBlock" in p]
             ports = {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule.get("ports", [])}
@@ -626,6 +677,157 @@ def test_streams_init_job_and_trigger_auth(kustomized: dict[str, list[Doc]]) -> 
     for so in _by_kind(_repo_docs("keda"), "ScaledObject").values():
         for trigger in so["spec"]["triggers"]:
             assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------- monitoring
+def _selects(selector: Doc, pod_labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, "only matchLabels selectors are rendered"
+    return all(pod_labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_pod_monitors_scrape_each_domains_workers(kustomized: dict[str, list[Doc]]) -> None:
+    for overlay, docs in kustomized.items():
+        monitors = _by_kind(docs, "PodMonitor")
+        deployments = _by_kind(docs, "Deployment")
+        policies = _by_kind(docs, "NetworkPolicy")
+        assert set(monitors) == {_app_id(d) for d in DOMAINS}, overlay
+        for d in DOMAINS:
+            monitor = monitors[_app_id(d)]
+            assert monitor["metadata"]["namespace"] == deployments[_app_id(d)]["metadata"]["namespace"]
+            assert "namespaceSelector" not in monitor["spec"], "its own namespace only"
+            # it selects this domain's worker pods and no other pod of the namespace
+            for name, dep in deployments.items():
+                pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+                assert _selects(monitor["spec"]["selector"], pod_labels) is (name == _app_id(d))
+            init_labels = _by_kind(docs, "Job")["fleet-streams-init"]["spec"]["template"]["metadata"][
+                "labels"
+            ]
+            assert not _selects(monitor["spec"]["selector"], init_labels)
+            (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+            assert endpoint["path"] == "/metrics"
+            # no credentials: /metrics checks no token (tests/contract/test_dapr_scrape.py)
+            assert not {"authorization", "bearerTokenSecret", "basicAuth"} & set(endpoint)
+            (container,) = _pod(deployments[_app_id(d)])["containers"]
+            (port,) = [p for p in container["ports"] if p["name"] == endpoint["port"]]
+            assert (
+                str(port["containerPort"])
+                == deployments[_app_id(d)]["spec"]["template"]["metadata"]["annotations"]["dapr.io/app-port"]
+            ), "the app channel, where /metrics is served in Dapr mode"
+            # the NetworkPolicy admits the scrape on exactly that port
+            (rule,) = policies[_app_id(d)]["spec"]["ingress"]
+            assert rule["ports"] == [{"protocol": "TCP", "port": endpoint["port"]}]
+            assert _parse_duration(endpoint["scrapeTimeout"]) < _parse_duration(endpoint["interval"])
+
+
+def _parse_duration(text: str) -> int:
+    match = re.fullmatch(r"(\d+)(s|m)", text)
+    assert match, text
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_otel_settings_per_overlay(kustomized: dict[str, list[Doc]]) -> None:
+    (config,) = _by_kind(_repo_docs("components"), "Configuration").values()
+    tracing = config["spec"]["tracing"]
+    for overlay, docs in kustomized.items():
+        data = _by_kind(docs, "ConfigMap")["fleet-settings"]["data"]
+        assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == tracing["otel"]["protocol"] == "grpc"
+        assert data["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert data["OTEL_TRACES_SAMPLER_ARG"] == tracing["samplingRate"]
+        assert 0 < float(data["OTEL_TRACES_SAMPLER_ARG"]) <= 1
+        attributes = dict(item.split("=", 1) for item in data["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert attributes == {"service.namespace": "function-fleet", "deployment.environment": overlay}
+        assert "OTEL_SERVICE_NAME" not in data, "per worker, in the Deployment"
+        if overlay == "prod":
+            endpoint = urlsplit(data["OTEL_EXPORTER_OTLP_ENDPOINT"])
+            assert endpoint.scheme == "http"
+            assert endpoint.netloc == tracing["otel"]["endpointAddress"], "the collector daprd uses"
+            assert endpoint.port == 4317
+        else:
+            assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in data, "dev: worker tracing off"
+        for d in DOMAINS:
+            (container,) = _pod(_by_kind(docs, "Deployment")[_app_id(d)])["containers"]
+            env = {e["name"]: e for e in container["env"]}
+            assert env["OTEL_SERVICE_NAME"] == {"name": "OTEL_SERVICE_NAME", "value": _app_id(d)}
+            assert {"configMapRef": {"name": "fleet-settings"}} in container["envFrom"]
+
+
+# --------------------------------------------------------------------------- GitOps
+def test_kargo_pipeline_feeds_the_argocd_applications() -> None:
+    apps = _by_kind(_load(REPO / "deploy/argocd/application.yaml"), "Application")
+    (project,) = _load(REPO / "deploy/kargo/project.yaml")
+    (warehouse,) = _load(REPO / "deploy/kargo/warehouse.yaml")
+    stages = _by_kind(_load(REPO / "deploy/kargo/stages.yaml"), "Stage")
+    namespace = project["metadata"]["name"]
+    assert warehouse["metadata"]["namespace"] == namespace
+    assert {s["metadata"]["namespace"] for s in stages.values()} == {namespace}
+    assert set(stages) == set(OVERLAYS)
+    assert set(apps) == {f"function-fleet-{o}" for o in OVERLAYS}
+    prod_kustomization = _load(REPO / "deploy/overlays/prod/kustomization.yaml")[0]
+    (prod_image,) = prod_kustomization["images"]
+    # the Warehouse: the released image (semver) and the manifests' branch
+    subscriptions = {kind: sub[kind] for sub in warehouse["spec"]["subscriptions"] for kind in sub}
+    assert set(subscriptions) == {"image", "git"}
+    image = subscriptions["image"]
+    assert image["repoURL"] == prod_image["newName"]
+    assert image["imageSelectionStrategy"] == "SemVer"
+    assert image["strictSemvers"] is True
+    assert Version(prod_image["newTag"]) in SpecifierSet(image["constraint"]), "today's release is admitted"
+    assert Version("99.0.0") not in SpecifierSet(image["constraint"]), "a new major is a deliberate change"
+    git = subscriptions["git"]
+    assert {(REPO / path).is_dir() for path in git["includePaths"]} == {True}
+    destinations = set()
+    for upstream, overlay in zip((None, *OVERLAYS), OVERLAYS, strict=False):
+        stage, app = stages[overlay], apps[f"function-fleet-{overlay}"]
+        (requested,) = stage["spec"]["requestedFreight"]
+        assert requested["origin"] == {"kind": "Warehouse", "name": warehouse["metadata"]["name"]}
+        # promotion order: dev straight from the Warehouse, prod only what dev has had
+        assert requested["sources"] == ({"direct": True} if upstream is None else {"stages": [upstream]})
+        template = stage["spec"]["promotionTemplate"]["spec"]
+        variables = {v["name"]: v["value"] for v in template["vars"]}
+        assert variables == {"gitRepo": git["repoURL"], "imageRepo": image["repoURL"]}
+        steps = {s["uses"]: s for s in template["steps"]}
+        assert [s["uses"] for s in template["steps"]] == [
+            "git-clone",
+            "git-clear",
+            "kustomize-set-image",
+            "kustomize-build",
+            "copy",
+            "copy",
+            "git-commit",
+            "git-push",
+            "argocd-update",
+        ]
+        checkout = {c["path"]: c for c in steps["git-clone"]["config"]["checkout"]}
+        assert checkout["./src"] == {"commit": "${{ commitFrom(vars.gitRepo).ID }}", "path": "./src"}
+        branch = checkout["./out"]["branch"]
+        overlay_dir = f"./src/deploy/overlays/{overlay}"
+        set_image = steps["kustomize-set-image"]["config"]
+        assert set_image["path"] == steps["kustomize-build"]["config"]["path"] == overlay_dir
+        assert (REPO / overlay_dir.removeprefix("./src/")).is_dir()
+        overlay_images = _load(REPO / overlay_dir.removeprefix("./src/") / "kustomization.yaml")[0]["images"]
+        (set_entry,) = set_image["images"]
+        assert set_entry["image"] == overlay_images[0]["name"], "the name the overlay's images entry rewrites"
+        assert set_entry["newName"] == "${{ vars.imageRepo }}"
+        assert set_entry["tag"] == "${{ imageFrom(vars.imageRepo).Tag }}"
+        copied = {s["config"]["inPath"] for s in template["steps"] if s["uses"] == "copy"}
+        assert copied == {"./src/components", "./src/keda"}
+        assert steps["git-push"]["config"] == {"path": "./out"}, "to the branch checked out in ./out"
+        # the Application syncs what the Stage pushed, and lets only that Stage update it
+        (target,) = steps["argocd-update"]["config"]["apps"]
+        assert (target["name"], target["namespace"]) == (
+            app["metadata"]["name"],
+            app["metadata"]["namespace"],
+        )
+        assert target["sources"] == [
+            {"repoURL": "${{ vars.gitRepo }}", "desiredRevision": "${{ outputs.commit.commit }}"}
+        ]
+        assert app["metadata"]["annotations"]["kargo.akuity.io/authorized-stage"] == f"{namespace}:{overlay}"
+        source = app["spec"]["source"]
+        assert (source["repoURL"], source["targetRevision"]) == (git["repoURL"], branch)
+        assert branch != git["branch"], "Kargo never rewrites the generated files on the main branch"
+        assert app["spec"]["destination"]["namespace"] == "fleet"
+        destinations.add(app["spec"]["destination"]["server"])
+    assert len(destinations) == len(OVERLAYS), "the overlays share namespaces: one cluster each"
 
 
 # --------------------------------------------------------------------------- drift

@@ -1,7 +1,8 @@
 """The fleet's deployment files, rendered from the one declaration of the domains.
 
 ``render()`` builds every file of ``components/`` (Dapr), ``deploy/`` (Kustomize base and
-overlays, Argo CD), ``keda/`` and the ``Dockerfile`` as Python values from
+overlays, PodMonitors, Argo CD Applications, Kargo pipeline), ``keda/`` and the ``Dockerfile``
+as Python values from
 :data:`shared.domains.DOMAINS` and the :class:`~shared.settings.Settings` defaults;
 ``write_tree`` / ``check_tree`` write them or report drift. `fleet manifests render` is the
 command (shared/tools/cli/manifests.py); docs/deploy.md explains the values.
