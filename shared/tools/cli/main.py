@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "shared.tools.cli.topic:dlq",
     "manifests": "shared.tools.cli.manifests:manifests",
     "streams": "shared.tools.cli.manifests:streams",
+    "contract": "shared.tools.cli.contract:contract",
     "db": "shared.tools.cli.db:db",
     "functions": "shared.tools.cli.db:functions",
     "executions": "shared.tools.cli.db:executions",
