@@ -127,6 +127,11 @@ def create_worker(
     parts.insert(0, ProbeServer(settings))
     # First: the worker's secrets are in its resources before any other extension starts.
     parts.insert(0, CredentialsExtension(settings))
+    if settings.redis_url:
+        from shared.limiter.extension import LimitsExtension
+
+        # Fleet-wide concurrency and rate limits (docs/contract.md, "Limits").
+        parts.append(LimitsExtension(settings))
     parts.extend(extensions)
     layers = [
         *core_layers(metrics),

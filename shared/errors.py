@@ -197,9 +197,14 @@ class Retry(ControlSignal):
 
 class Defer(Retry):
     """Not now, and not the delivery's fault: a duplicate of an execution that is running
-    elsewhere. Redelivered later like :class:`Retry`, but the deferral does not count toward
-    ``FLEET_MAX_DELIVERIES`` (a duplicate of a long execution is never dead-lettered for
-    waiting)."""
+    elsewhere, or a function over its concurrency or rate limit. Redelivered later like
+    :class:`Retry`, but the deferral does not count toward ``FLEET_MAX_DELIVERIES`` (a request
+    is never dead-lettered for waiting). ``delay``: redeliver no sooner than this many seconds
+    from now, where the transport can (Redis Streams; Dapr redelivers as it always does)."""
+
+    def __init__(self, reason: str = "deferred", *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 class Drop(ControlSignal):

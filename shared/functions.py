@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from shared.errors import ConfigError
+from shared.limits import RateLimit, check_concurrency_key
 from shared.resources import Resources
 from shared.retry import RetryPolicy
 from shared.settings import Settings
@@ -103,6 +104,11 @@ class FunctionSpec:
     tags: tuple[str, ...] = ()
     #: how failures are retried (shared/retry.py); ``None``: the settings' defaults.
     retry_policy: RetryPolicy | None = None
+    #: fleet-wide limits (shared/limits.py): executions running at once (per value of
+    #: ``concurrency_key``, a template over the input, when set) and starts per period.
+    max_concurrency: int | None = None
+    concurrency_key: str | None = None
+    rate_limit: RateLimit | None = None
     #: registry fields (``shared.registry``); the defaults describe an in-code built-in.
     function_id: str | None = None
     version: int = 1
@@ -186,11 +192,23 @@ def builtin(
     credentials: tuple[str, ...] = (),
     optional_credentials: tuple[str, ...] = (),
     retry_policy: RetryPolicy | None = None,
+    max_concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    rate_limit: RateLimit | None = None,
     table: FunctionTable = BUILTINS,
 ) -> Callable[[H], H]:
     """Register the decorated coroutine as the built-in ``slug`` (see module docstring)."""
     if "/" not in slug:
         raise ConfigError(f"slug {slug!r} must look like '<plugin>/<action>'")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ConfigError(f"{slug}: max_concurrency must be at least 1")
+    if concurrency_key is not None:
+        if max_concurrency is None:
+            raise ConfigError(f"{slug}: concurrency_key needs max_concurrency")
+        try:
+            check_concurrency_key(concurrency_key)
+        except ValueError as exc:
+            raise ConfigError(f"{slug}: {exc}") from None
 
     def register(handler: H) -> H:
         doc = (handler.__doc__ or "").strip().splitlines()
@@ -207,6 +225,9 @@ def builtin(
                 credentials=credentials,
                 optional_credentials=optional_credentials,
                 retry_policy=retry_policy,
+                max_concurrency=max_concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
             )
         )
         return handler

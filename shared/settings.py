@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(
         default=0.2, ge=0, le=1, description="Each wait is shortened at random by up to this fraction."
     )
+    provider_rate_limits: dict[str, dict[str, Any] | None] | None = Field(
+        default=None,
+        description='Rate limits per provider on top of the documented defaults (JSON: {"openai": '
+        '{"limit": 500, "period_seconds": 60}, "github": null}); shared by all of a provider\'s '
+        "functions across the fleet (docs/contract.md, Limits).",
+    )
     shutdown_timeout: float = Field(
         default=25.0,
         ge=0,

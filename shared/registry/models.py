@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.domains import get_domain
 from shared.errors import ConfigError
+from shared.limits import RateLimit, check_concurrency_key
 from shared.retry import RetryPolicy
 
 __all__ = ["EXECUTION_TYPES", "FunctionDefinition", "FunctionRecord", "check_schema"]
@@ -61,6 +62,8 @@ class FunctionRecord:
     timeout_seconds: float | None = None
     retry_policy: dict[str, Any] | None = None
     max_concurrency: int | None = None
+    concurrency_key: str | None = None
+    rate_limit: dict[str, Any] | None = None
     credentials: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     resources: dict[str, Any] | None = None
@@ -139,7 +142,15 @@ class FunctionDefinition(BaseModel):
     output_schema: dict[str, Any] | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     retry_policy: dict[str, Any] | None = None
-    max_concurrency: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(
+        default=None, gt=0, description="executions running at once across the fleet"
+    )
+    concurrency_key: str | None = Field(
+        default=None, description='max_concurrency per value of this input template ("{{input.channel}}")'
+    )
+    rate_limit: dict[str, Any] | None = Field(
+        default=None, description='{"limit": N, "period_seconds": P[, "burst": B]} across the fleet'
+    )
     resources: ContainerResources | None = Field(
         default=None, description="container requests/limits of an oci function (else the defaults)"
     )
@@ -168,6 +179,16 @@ class FunctionDefinition(BaseModel):
         # Validated by the policy model (unknown fields, ranges) and stored in its own terms.
         return RetryPolicy.model_validate(value).as_document() if value is not None else None
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return RateLimit.model_validate(value).as_document() if value is not None else None
+
+    @field_validator("concurrency_key")
+    @classmethod
+    def _concurrency_key(cls, value: str | None) -> str | None:
+        return check_concurrency_key(value) if value is not None else None
+
     @field_validator("credentials")
     @classmethod
     def _credentials(cls, value: list[str]) -> list[str]:
@@ -185,6 +206,8 @@ class FunctionDefinition(BaseModel):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> FunctionDefinition:
+        if self.concurrency_key is not None and self.max_concurrency is None:
+            raise ValueError("concurrency_key needs max_concurrency")
         if self.execution_type == "oci":
             if not self.image_ref:
                 raise ValueError("an oci function needs image_ref")

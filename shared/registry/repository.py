@@ -39,6 +39,9 @@ class BuiltinRow:
     credentials: tuple[str, ...]
     tags: tuple[str, ...]
     retry_policy: dict[str, Any] | None = None
+    max_concurrency: int | None = None
+    concurrency_key: str | None = None
+    rate_limit: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -133,6 +136,8 @@ class FunctionRepository:
             d.is_deprecated,
             created_by,
             d.resources.model_dump(exclude_none=True) if d.resources is not None else None,
+            d.concurrency_key,
+            d.rate_limit,
         )
         row = await self._db.fetchrow(
             """
@@ -140,9 +145,9 @@ class FunctionRepository:
                 image_ref, command, working_dir, container_env, webhook_url, webhook_method,
                 webhook_headers, webhook_timeout_seconds, input_schema, output_schema,
                 timeout_seconds, retry_policy, max_concurrency, credentials, tags, is_deprecated,
-                is_builtin, created_by, resources)
+                is_builtin, created_by, resources, concurrency_key, rate_limit)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, false, $23, $24)
+                $18, $19, $20, $21, $22, false, $23, $24, $25, $26)
             ON CONFLICT (slug) DO UPDATE SET
                 name = EXCLUDED.name, description = EXCLUDED.description,
                 plugin_id = EXCLUDED.plugin_id, domain = EXCLUDED.domain,
@@ -155,20 +160,21 @@ class FunctionRepository:
                 timeout_seconds = EXCLUDED.timeout_seconds, retry_policy = EXCLUDED.retry_policy,
                 max_concurrency = EXCLUDED.max_concurrency, credentials = EXCLUDED.credentials,
                 tags = EXCLUDED.tags, is_deprecated = EXCLUDED.is_deprecated,
-                resources = EXCLUDED.resources,
+                resources = EXCLUDED.resources, concurrency_key = EXCLUDED.concurrency_key,
+                rate_limit = EXCLUDED.rate_limit,
                 version = f.version + 1, updated_at = now()
             WHERE NOT f.is_builtin AND (f.name, f.description, f.domain, f.execution_type, f.image_ref,
                 f.command, f.working_dir, f.container_env, f.webhook_url, f.webhook_method,
                 f.webhook_headers, f.webhook_timeout_seconds, f.input_schema, f.output_schema,
                 f.timeout_seconds, f.retry_policy, f.max_concurrency, f.credentials, f.tags,
-                f.is_deprecated, f.resources)
+                f.is_deprecated, f.resources, f.concurrency_key, f.rate_limit)
               IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description, EXCLUDED.domain,
                 EXCLUDED.execution_type, EXCLUDED.image_ref, EXCLUDED.command, EXCLUDED.working_dir,
                 EXCLUDED.container_env, EXCLUDED.webhook_url, EXCLUDED.webhook_method,
                 EXCLUDED.webhook_headers, EXCLUDED.webhook_timeout_seconds, EXCLUDED.input_schema,
                 EXCLUDED.output_schema, EXCLUDED.timeout_seconds, EXCLUDED.retry_policy,
                 EXCLUDED.max_concurrency, EXCLUDED.credentials, EXCLUDED.tags, EXCLUDED.is_deprecated,
-                EXCLUDED.resources)
+                EXCLUDED.resources, EXCLUDED.concurrency_key, EXCLUDED.rate_limit)
             RETURNING *, (xmax = 0) AS inserted
             """,
             *values,
@@ -190,24 +196,29 @@ class FunctionRepository:
                 """
                 INSERT INTO functions AS f (name, slug, description, plugin_id, domain, execution_type,
                     input_schema, output_schema, timeout_seconds, credentials, tags, retry_policy,
-                    is_builtin, created_by)
-                VALUES ($1, $2, $3, $4, $5, 'builtin', $6, $7, $8, $9, $10, $11, true, 'sync')
+                    max_concurrency, concurrency_key, rate_limit, is_builtin, created_by)
+                VALUES ($1, $2, $3, $4, $5, 'builtin', $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                    true, 'sync')
                 ON CONFLICT (slug) DO UPDATE SET
                     name = EXCLUDED.name, description = EXCLUDED.description,
                     plugin_id = EXCLUDED.plugin_id, domain = EXCLUDED.domain,
                     input_schema = EXCLUDED.input_schema, output_schema = EXCLUDED.output_schema,
                     timeout_seconds = EXCLUDED.timeout_seconds, credentials = EXCLUDED.credentials,
                     tags = EXCLUDED.tags, retry_policy = EXCLUDED.retry_policy,
+                    max_concurrency = EXCLUDED.max_concurrency,
+                    concurrency_key = EXCLUDED.concurrency_key, rate_limit = EXCLUDED.rate_limit,
                     version = f.version + CASE
                         WHEN f.input_schema IS DISTINCT FROM EXCLUDED.input_schema
                           OR f.output_schema IS DISTINCT FROM EXCLUDED.output_schema THEN 1 ELSE 0 END,
                     updated_at = now()
                 WHERE f.is_builtin AND (f.name, f.description, f.plugin_id, f.domain, f.input_schema,
-                        f.output_schema, f.timeout_seconds, f.credentials, f.tags, f.retry_policy)
+                        f.output_schema, f.timeout_seconds, f.credentials, f.tags, f.retry_policy,
+                        f.max_concurrency, f.concurrency_key, f.rate_limit)
                     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description, EXCLUDED.plugin_id,
                         EXCLUDED.domain, EXCLUDED.input_schema, EXCLUDED.output_schema,
                         EXCLUDED.timeout_seconds, EXCLUDED.credentials, EXCLUDED.tags,
-                        EXCLUDED.retry_policy)
+                        EXCLUDED.retry_policy, EXCLUDED.max_concurrency, EXCLUDED.concurrency_key,
+                        EXCLUDED.rate_limit)
                 RETURNING (xmax = 0) AS inserted
                 """,
                 b.name,
@@ -221,6 +232,9 @@ class FunctionRepository:
                 list(b.credentials),
                 list(b.tags),
                 b.retry_policy,
+                b.max_concurrency,
+                b.concurrency_key,
+                b.rate_limit,
             )
             if row is not None:
                 (report.inserted if row["inserted"] else report.updated).append(b.slug)

@@ -29,6 +29,7 @@ from shared.backoff import Backoff
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, InfrastructureError
 from shared.functions import BUILTINS, FunctionSpec, FunctionTable, canonical_slug
+from shared.limits import RateLimit
 from shared.registry.database import connect, is_outage
 from shared.registry.executors import executor_handler, missing_builtin_handler
 from shared.registry.models import FunctionRecord
@@ -68,6 +69,8 @@ def record_to_spec(record: FunctionRecord, table: FunctionTable = BUILTINS) -> F
         "domain": record.domain,
         "name": record.name,
         "description": record.description,
+        "max_concurrency": record.max_concurrency,
+        "concurrency_key": record.concurrency_key,
     }
     if record.retry_policy:
         try:
@@ -76,6 +79,11 @@ def record_to_spec(record: FunctionRecord, table: FunctionTable = BUILTINS) -> F
             log.warning(
                 "retry policy of a function is invalid; not applied", slug=record.slug, error=str(exc)
             )
+    if record.rate_limit:
+        try:
+            registry_fields["rate_limit"] = RateLimit.model_validate(record.rate_limit)
+        except ValidationError as exc:  # edited by hand past registration's validation
+            log.warning("rate limit of a function is invalid; not applied", slug=record.slug, error=str(exc))
     if record.execution_type == "builtin":
         code = table.get(record.slug)
         if code is not None:

@@ -47,6 +47,9 @@ def builtin_row(spec: FunctionSpec) -> BuiltinRow:
         credentials=tuple(spec.credentials),
         tags=tuple(spec.tags),
         retry_policy=spec.retry_policy.as_document() if spec.retry_policy is not None else None,
+        max_concurrency=spec.max_concurrency,
+        concurrency_key=spec.concurrency_key,
+        rate_limit=spec.rate_limit.as_document() if spec.rate_limit is not None else None,
     )
 
 

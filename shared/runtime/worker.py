@@ -414,7 +414,7 @@ class Worker:
         try:
             output = await self._chain(call)
         except Defer as signal_:
-            return Settlement(delivery, Outcome.DEFER, reason=signal_.reason)
+            return Settlement(delivery, Outcome.DEFER, reason=signal_.reason, delay=signal_.delay)
         except Retry as signal_:
             if delivery.delivery_count >= self.settings.max_deliveries:
                 return await self._exhausted(d, signal_.reason)

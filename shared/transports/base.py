@@ -74,8 +74,9 @@ class Settlement:
     outcome: Outcome
     result: bytes | None = None
     reason: str | None = None
-    #: RETRY only: redeliver no sooner than this many seconds from now (a retry policy's
-    #: backoff); a transport that cannot delay one delivery redelivers as it always does.
+    #: RETRY and DEFER: redeliver no sooner than this many seconds from now (a retry policy's
+    #: backoff, a limit's wait); a transport that cannot delay one delivery redelivers as it
+    #: always does.
     delay: float | None = None
 
 

@@ -255,8 +255,10 @@ class RedisStreamsTransport:
             if s.outcome is Outcome.RETRY or s.outcome is Outcome.DEFER:
                 pipe.hset(self._last_error_key, delivery.message_id, s.reason or "retry requested")
                 pipe.expire(self._last_error_key, LAST_ERROR_TTL_S)
-                if s.outcome is Outcome.RETRY and s.delay:
-                    # Kept in Redis too, so a restart under this consumer name waits it out.
+                if s.delay:
+                    # A retry's backoff or a deferral's wait (a limit): kept in Redis too, so a
+                    # restart under this consumer name waits it out. A deferral's un-counting
+                    # (below) holds: the hand-out's claim counts it back to what it is now.
                     delayed[delivery.message_id] = s.delay
                     due_ms = int((time.time() + s.delay) * 1000)
                     pipe.zadd(self._retry_at_key, {delivery.message_id: due_ms})

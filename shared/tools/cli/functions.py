@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def show(slug: str, database_url: str | None, home: str | None, as_json: bool) -
         data["retry_policy_effective"] = effective_policy(record.retry_policy, settings).as_document()
     except ValueError as exc:
         data["retry_policy_effective"] = f"invalid, not applied: {exc}"
+    usage = run(_limits_usage(record, settings))
+    if usage is not None:
+        data["limits_usage"] = usage
     if as_json:
         echo_json(data)
         return
@@ -101,6 +105,38 @@ def show(slug: str, database_url: str | None, home: str | None, as_json: bool) -
         else:
             text = str(value)
         click.echo(f"{key:<{width}}  {text}")
+
+
+async def _limits_usage(record: Any, settings: Any) -> dict[str, Any] | str | None:
+    """The current usage of ``record``'s limits when a broker is reachable (docs/contract.md,
+    "Limits"); ``None`` without limits or without a broker, a note when it cannot be read."""
+    from shared.discovery import with_running_fleet
+    from shared.limiter.extension import limits_usage
+    from shared.limiter.store import LimitStore
+    from shared.limits import RateLimit
+    from shared.transports.redis import connect
+
+    settings = with_running_fleet(settings)
+    if not settings.redis_url:
+        return None
+    client = connect(settings.redis_url)
+    try:
+        rate = RateLimit.model_validate(record.rate_limit) if record.rate_limit else None
+        usage = await asyncio.wait_for(
+            limits_usage(
+                LimitStore(client, settings.group_prefix),
+                settings,
+                slug=record.slug,
+                max_concurrency=record.max_concurrency,
+                rate_limit=rate,
+            ),
+            5.0,
+        )
+    except Exception as exc:  # the registry answered; the broker's part is a bonus
+        return f"unavailable: {exc}"
+    finally:
+        await client.aclose()
+    return usage or None
 
 
 def _load_definition(path: Path) -> Any:
@@ -134,7 +170,8 @@ def register(
     Required: slug, domain, execution_type (oci: image_ref; http: webhook_url). Optional:
     name, description, command, working_dir, container_env, webhook_method, webhook_headers,
     webhook_timeout_seconds, input_schema, output_schema (JSON Schema 2020-12),
-    timeout_seconds, retry_policy, max_concurrency, credentials, tags, is_deprecated.
+    timeout_seconds, retry_policy, max_concurrency, concurrency_key, rate_limit, credentials,
+    tags, is_deprecated.
     An update bumps the version; whether it is enabled is kept.
     """
     from shared.registry.repository import FunctionRepository
