@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -155,3 +156,35 @@ def test_functions_show_reports_the_usage_of_each_limit(
     assert usage["rate"]["limit"] == "1 per 60s"
     assert usage["rate"]["available_now"] == 0
     assert 50 < usage["rate"]["next_start_in_seconds"] <= 60
+
+
+async def test_a_registry_worker_defers_over_a_limit_and_runs_each_execution_once(
+    registry_settings: Callable[..., Settings], redis: Any, pool: Any, namespace: str
+) -> None:
+    # The limits sit inside the claim: a deferred call gives its claim back, the redelivery
+    # takes it again, and every execution still runs once with a final history row.
+    from shared.assemble import create_worker
+    from shared.client import FleetClient
+    from tests.conftest import running
+    from tests.integration.limited_functions import declare
+
+    table = FunctionTable()
+    declare(table)
+    settings = registry_settings(processing_timeout=30.0, concurrency=4)
+    key = f"{namespace}log:registry"
+    async with (
+        running(create_worker("ai", settings, table=table)),
+        FleetClient(settings=settings) as client,
+    ):
+        ids = [
+            await client.publish("test/one-at-a-time", {"log": key, "seconds": 0.2}, domain="ai")
+            for _ in range(4)
+        ]
+        results = await asyncio.gather(*(client.wait(i, timeout=30) for i in ids))
+    assert {r.status for r in results} == {"completed"}
+    assert {r.attempt for r in results} == {1}
+    assert await redis.llen(key) == 4  # each ran once
+    for execution_id in ids:
+        row = await pool.fetchrow("SELECT status FROM function_executions WHERE id = $1", execution_id)
+        assert row is not None
+        assert row["status"] == "completed"
