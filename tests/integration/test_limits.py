@@ -214,3 +214,28 @@ async def test_a_killed_holders_slot_comes_back_after_its_lease(
     waited = result.output["start"] - killed_at
     # Not before the lease lapsed (renewed every third of it until the kill), and about then.
     assert lease * 2 / 3 - 0.2 <= waited <= lease + 3.0, waited
+
+
+async def test_a_provider_limit_is_shared_by_the_providers_functions(
+    make_settings: Callable[..., Settings], redis: Redis, namespace: str
+) -> None:
+    # Every test/* function is of provider "test": 4 starts per second between them all.
+    settings = make_settings(
+        processing_timeout=30.0,
+        concurrency=16,
+        provider_rate_limits={"test": {"limit": 4, "period_seconds": 1}},
+    )
+    table, key = _table(), f"{namespace}log:provider"
+    async with (
+        running(create_worker("ai", settings, resolver=table, table=table)),
+        FleetClient(settings=settings) as client,
+    ):
+        free, limited = await asyncio.gather(
+            _invoke_all(client, "test/free", [{"log": key}] * 5),
+            _invoke_all(client, "test/limited", [{"log": key}] * 5),
+        )
+    assert {r.attempt for r in [*free, *limited]} == {1}
+    starts = sorted(r["start"] for r in await _records(redis, key))
+    assert len(starts) == 10
+    for i in range(len(starts) - 4):
+        assert starts[i + 4] - starts[i] >= 1.0 - 0.1, starts
