@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.contract import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPIC_PREFIX, DLQ_SUFFIX
@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the probe and metrics server binds (`0.0.0.0` in a container).",
+    )
+    # Web console (`fleet ui`, docs/console.md)
+    ui_host: str = Field(
+        default="127.0.0.1",
+        description="Address `fleet ui` binds; any non-loopback address requires `FLEET_UI_TOKEN`.",
+    )
+    ui_port: int = Field(
+        default=8790, ge=0, le=65535, description="Port `fleet ui` listens on (0 = any free)."
+    )
+    ui_token: SecretStr | None = Field(
+        default=None,
+        description="Token of the web console (bearer header or login form); required off loopback.",
     )
     # Dapr transport
     pubsub_name: str = Field(default="fleet-pubsub", description="Dapr pub/sub component name.")

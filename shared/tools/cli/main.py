@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "publish": "shared.tools.cli.invoke:publish",
     "invoke": "shared.tools.cli.invoke:invoke",
     "status": "shared.tools.cli.status:status",
+    "ui": "shared.tools.cli.ui:ui",
     "scale": "shared.tools.cli.scale:scale",
     "workflow": "shared.tools.cli.workflow:workflow",
     "config": "shared.tools.cli.config:config",
