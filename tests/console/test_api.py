@@ -269,3 +269,21 @@ async def test_every_page_renders(console: Console) -> None:
         assert response.headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert (await console.client.get("/new?type=lambda")).status == 400
+
+
+async def test_functions_page_with_a_thousand_functions_stays_under_300_kb(
+    console: Console, pool: Any
+) -> None:
+    await pool.execute(
+        """INSERT INTO functions (name, slug, description, plugin_id, domain, execution_type,
+               webhook_url, tags)
+           SELECT 'Function ' || i, 'bench/fn-' || lpad(i::text, 5, '0'),
+                  'A benchmark function that calls a webhook and has a long enough description ' || i,
+                  'bench', 'http', 'http', 'https://example.com/' || i, ARRAY['bench', 'group-' || (i % 10)]
+           FROM generate_series(1, 1000) AS i"""
+    )
+    page = await console.client.get("/functions")
+    body = await page.read()
+    assert page.status == 200
+    assert body.count(b'href="/functions/bench/fn-') == 1000
+    assert len(body) < 300 * 1024
