@@ -1,5 +1,6 @@
 """The registry side of one worker process: pool, migrations, built-in sync, resolver cache
-with NOTIFY invalidation, the batch writer for history and claims, and periodic pruning.
+with NOTIFY invalidation, the batch writer (history only, or claims too without Redis), and
+periodic pruning.
 
 Built synchronously (so the middleware chain can be composed up front) and opened by the
 worker before it takes deliveries; closed after the worker has drained.
@@ -18,7 +19,9 @@ import structlog
 
 from shared.backoff import Backoff
 from shared.functions import BUILTINS, FunctionTable
+from shared.registry.claims_writer import ClaimsWriter
 from shared.registry.database import create_pool, is_outage
+from shared.registry.history_writer import HistoryWriter
 from shared.registry.migrator import migrate
 from shared.registry.resolver import NotifyListener, RegistryResolver
 from shared.registry.retention import prune
@@ -54,9 +57,6 @@ class RegistryRuntime:
         self.table = table
         self.owner = f"{worker_name}/{uuid.uuid4().hex[:12]}"
         self.resolver = RegistryResolver(None, ttl=settings.registry_cache_ttl, table=table)
-        self.writer = BatchWriter(
-            None, owner=self.owner, buffer=settings.history_buffer, timeout=settings.database_timeout
-        )
         self._redis: Any = None
         self._claim_store: RedisClaimStore | None = None
         backend: Claims
@@ -74,10 +74,18 @@ class RegistryRuntime:
                 window=settings.idempotency_window,
                 processing_timeout=settings.processing_timeout,
             )
-            backend = RedisClaims(store, self.writer, sync=settings.history_sync)
+            history = HistoryWriter(
+                None, owner=self.owner, buffer=settings.history_buffer, timeout=settings.database_timeout
+            )
+            backend = RedisClaims(store, history, sync=settings.history_sync)
             self._claim_store = store
+            self.writer: BatchWriter = history
         else:
-            backend = DatabaseClaims(self.writer)
+            claims_writer = ClaimsWriter(
+                None, owner=self.owner, buffer=settings.history_buffer, timeout=settings.database_timeout
+            )
+            backend = DatabaseClaims(claims_writer)
+            self.writer = claims_writer
         self.claims = ClaimMiddleware(backend, lease_margin=settings.lease_margin_seconds)
         self.backend = backend
         self.recorder = HistoryRecorder(backend)

@@ -13,9 +13,11 @@
 :class:`HistoryRecorder` stores every result's final data before it is published and acked.
 
 Where claims live is a :class:`Claims` backend: :class:`RedisClaims` (claims and stored
-results in Redis, history written to PostgreSQL off the hot path — the default whenever the
-worker has a Redis URL) or :class:`DatabaseClaims` (everything in PostgreSQL through the
-batch writer, for workers that only reach a Dapr sidecar).
+results in Redis, history written to PostgreSQL off the hot path by a
+:class:`~shared.registry.history_writer.HistoryWriter` — the default whenever the worker has a
+Redis URL) or :class:`DatabaseClaims` (everything in PostgreSQL through a
+:class:`~shared.registry.claims_writer.ClaimsWriter`, for workers that only reach a Dapr
+sidecar).
 
 Leases: the middleware asks for the call's timeout + the lease margin, the longest a claim may
 be held. Redis claims take a short lease instead and renew it while the process lives (see
@@ -39,8 +41,10 @@ import structlog
 from shared.credentials import SecretRegistry
 from shared.errors import Defer, Retry
 from shared.registry.claims import ClaimResult, RedisClaimStore
+from shared.registry.claims_writer import Claim, ClaimsWriter
 from shared.registry.database import json_text, jsonb_safe
-from shared.registry.writer import BatchWriter, DatabaseUnavailable, FinishRecord, Op
+from shared.registry.history_writer import HistoryWriter
+from shared.registry.writer import DatabaseUnavailable, FinishRecord
 from shared.runtime.middleware import Answer, Call, CallNext
 
 __all__ = ["ClaimMiddleware", "Claims", "DatabaseClaims", "HistoryRecorder", "RedisClaims"]
@@ -87,18 +91,17 @@ class Claims(Protocol):
 
 
 class DatabaseClaims:
-    """Claims, leases and final results in PostgreSQL, through the batch writer."""
+    """Claims, leases and final results in PostgreSQL, through the claims writer."""
 
     claim_stores_input = True
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(self, writer: ClaimsWriter) -> None:
         self._writer = writer
         self.owner = writer.owner
 
     async def claim(self, call: Call, token: str, lease_seconds: float) -> ClaimResult:
         ctx = call.ctx
-        op = Op(
-            kind="claim",
+        claim = Claim(
             id=ctx.execution_id,
             token=token,
             function_id=call.spec.function_id,
@@ -110,13 +113,13 @@ class DatabaseClaims:
             lease_seconds=lease_seconds,
             started_at=datetime.now(UTC),
         )
-        return await self._writer.claim(op)
+        return await self._writer.claim(claim)
 
     def started(self, call: Call, token: str) -> None:
-        self._writer.submit(Op(kind="start", id=call.ctx.execution_id, token=token))
+        self._writer.started(call.ctx.execution_id, token)
 
     def released(self, call: Call, token: str) -> None:
-        self._writer.submit(Op(kind="release", id=call.ctx.execution_id, token=token))
+        self._writer.released(call.ctx.execution_id, token)
 
     async def finish(self, record: FinishRecord) -> None:
         await self._writer.finish(record)
@@ -128,12 +131,12 @@ class DatabaseClaims:
 class RedisClaims:
     """Claims and stored results in Redis (:class:`~shared.registry.claims.RedisClaimStore`,
     which renews the claims it holds until their results are stored); the history rows go to
-    PostgreSQL through the batch writer without holding up the result, unless ``sync``
+    PostgreSQL through the history writer without holding up the result, unless ``sync``
     (``FLEET_HISTORY_SYNC``): then each result waits for its row."""
 
     claim_stores_input = False
 
-    def __init__(self, store: RedisClaimStore, writer: BatchWriter, *, sync: bool = False) -> None:
+    def __init__(self, store: RedisClaimStore, writer: HistoryWriter, *, sync: bool = False) -> None:
         self._store = store
         self._writer = writer
         self._sync = sync
@@ -163,9 +166,7 @@ class RedisClaims:
                     "opened": opened,
                 }
 
-            self._writer.submit(
-                Op(kind="open", id=ctx.execution_id, token=token, lease_seconds=lease_seconds, row=row)
-            )
+            self._writer.open(ctx.execution_id, token, lease_seconds=lease_seconds, row=row)
         return claim
 
     def started(self, call: Call, token: str) -> None:
@@ -173,7 +174,7 @@ class RedisClaims:
 
     def released(self, call: Call, token: str) -> None:
         self._store.release(call.ctx.execution_id, token)
-        self._writer.submit(Op(kind="open", id=call.ctx.execution_id, token=token, status="pending"))
+        self._writer.released(call.ctx.execution_id, token)
 
     async def finish(self, record: FinishRecord) -> None:
         # Refused before the result is stored: a stored result is answered as a duplicate

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from shared.assemble import create_worker
 from shared.registry.database import create_pool
-from shared.registry.writer import BatchWriter
+from shared.registry.history_writer import HistoryWriter
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import publish, registry_of
@@ -77,7 +77,7 @@ async def wait_for_rows(url: str, ids: list[str], timeout: float = 60.0) -> int:
 
 async def test_writes_are_held_while_the_database_refuses_connections(gate: Gate, migrated_url: str) -> None:
     pool = await create_pool(migrated_url, timeout=3)
-    writer = BatchWriter(pool, owner="fleet-ai/w/1", timeout=3)
+    writer = HistoryWriter(pool, owner="fleet-ai/w/1", timeout=3)
     writer.start()
     try:
         before = [new_id() for _ in range(20)]

@@ -14,7 +14,8 @@ import asyncpg
 import orjson
 import pytest
 
-from shared.registry.writer import BatchWriter, FinishRecord, Op
+from shared.registry.history_writer import HistoryWriter
+from shared.registry.writer import FinishRecord
 from tests.registry.conftest import execution_row
 
 OWNER = "fleet-ai/a/1"
@@ -23,8 +24,8 @@ COMPLETED = "2026-01-02T03:04:06.500000+00:00"
 
 
 @pytest.fixture
-async def writer(pool: Any) -> AsyncIterator[BatchWriter]:
-    w = BatchWriter(pool, owner=OWNER)
+async def writer(pool: Any) -> AsyncIterator[HistoryWriter]:
+    w = HistoryWriter(pool, owner=OWNER)
     w.start()
     yield w
     await w.close()
@@ -58,19 +59,17 @@ class RowCalls:
         }
 
 
-def open_op(execution_id: str, token: str, *, lease_seconds: float = 60.0, row: RowCalls | None = None) -> Op:
-    return Op(
-        kind="open",
-        id=execution_id,
-        token=token,
-        lease_seconds=lease_seconds,
-        row=row if row is not None else RowCalls(execution_id),
-    )
-
-
-def pending_op(execution_id: str, token: str) -> Op:
-    """What RedisClaims.released submits after a Retry."""
-    return Op(kind="open", id=execution_id, token=token, status="pending")
+def open_row(
+    writer: HistoryWriter,
+    execution_id: str,
+    token: str,
+    *,
+    lease_seconds: float = 60.0,
+    row: RowCalls | None = None,
+) -> None:
+    """What RedisClaims.claim does for a won claim."""
+    row = row if row is not None else RowCalls(execution_id)
+    writer.open(execution_id, token, lease_seconds=lease_seconds, row=row)
 
 
 def result_data(
@@ -148,10 +147,10 @@ async def wait_until_lease_expired(pool: Any, execution_id: str) -> None:
 
 
 # ---------------------------------------------------------------------- open / finish
-async def test_an_open_superseded_by_its_finish_is_written_once(writer: BatchWriter, pool: Any) -> None:
+async def test_an_open_superseded_by_its_finish_is_written_once(writer: HistoryWriter, pool: Any) -> None:
     execution_id = new_id()
     row = RowCalls(execution_id)
-    writer.submit(open_op(execution_id, "t1", row=row))
+    open_row(writer, execution_id, "t1", row=row)
     for _ in range(20):  # the dispatcher's turns: it sees the op, and holds it back
         await asyncio.sleep(0)
     assert writer.pending == 1
@@ -172,10 +171,10 @@ async def test_an_open_superseded_by_its_finish_is_written_once(writer: BatchWri
     assert row.calls == 0
 
 
-async def test_an_open_left_alone_becomes_a_running_row(writer: BatchWriter, pool: Any) -> None:
+async def test_an_open_left_alone_becomes_a_running_row(writer: HistoryWriter, pool: Any) -> None:
     execution_id = new_id()
     row = RowCalls(execution_id, attempt=2)
-    writer.submit(open_op(execution_id, "t1", lease_seconds=60, row=row))
+    open_row(writer, execution_id, "t1", lease_seconds=60, row=row)
     # Held back, not written yet.
     assert writer.pending == 1
     assert writer.ops_flushed == 0
@@ -214,11 +213,11 @@ async def test_an_open_left_alone_becomes_a_running_row(writer: BatchWriter, poo
     assert done["started_at"].isoformat() == STARTED
 
 
-async def test_a_released_open_is_a_pending_row(writer: BatchWriter, pool: Any) -> None:
+async def test_a_released_open_is_a_pending_row(writer: HistoryWriter, pool: Any) -> None:
     # Released while still held back: written once, as pending.
     held = new_id()
-    writer.submit(open_op(held, "t1"))
-    writer.submit(pending_op(held, "t1"))
+    open_row(writer, held, "t1")
+    writer.released(held, "t1")
     assert writer.pending == 1
     row = await wait_for(pool, held, lambda r: r["status"] is not None)
     assert row["status"] == "pending"
@@ -228,9 +227,9 @@ async def test_a_released_open_is_a_pending_row(writer: BatchWriter, pool: Any) 
 
     # Released after the running row was written: it turns pending again.
     written = new_id()
-    writer.submit(open_op(written, "t2"))
+    open_row(writer, written, "t2")
     await wait_for(pool, written, lambda r: r["status"] == "running")
-    writer.submit(pending_op(written, "t2"))
+    writer.released(written, "t2")
     row = await wait_for(pool, written, lambda r: r["status"] == "pending")
     assert row["lease_owner"] is None
     assert row["input"] == {"q": "hello"}  # the release carries no row: the rest is kept
@@ -240,10 +239,10 @@ async def test_a_released_open_is_a_pending_row(writer: BatchWriter, pool: Any) 
     )
 
     # The next claim (another worker, attempt 2) opens it as running again.
-    other = BatchWriter(pool, owner="fleet-ai/b/2")
+    other = HistoryWriter(pool, owner="fleet-ai/b/2")
     other.start()
     try:
-        other.submit(open_op(written, "t3", row=RowCalls(written, attempt=2)))
+        open_row(other, written, "t3", row=RowCalls(written, attempt=2))
         row = await wait_for(pool, written, lambda r: r["status"] == "running")
         assert (row["lease_owner"], row["lease_token"], row["attempt"]) == ("fleet-ai/b/2", "t3", 2)
     finally:
@@ -251,12 +250,12 @@ async def test_a_released_open_is_a_pending_row(writer: BatchWriter, pool: Any) 
 
 
 # ---------------------------------------------------------------------- who may replace a row
-async def test_a_tokenless_finish_waits_for_the_lease_to_expire(writer: BatchWriter, pool: Any) -> None:
-    other = BatchWriter(pool, owner="fleet-ai/b/2")
+async def test_a_tokenless_finish_waits_for_the_lease_to_expire(writer: HistoryWriter, pool: Any) -> None:
+    other = HistoryWriter(pool, owner="fleet-ai/b/2")
     other.start()
     try:
         live = new_id()
-        writer.submit(open_op(live, "t1", lease_seconds=60))
+        open_row(writer, live, "t1", lease_seconds=60)
         await wait_for(pool, live, lambda r: r["status"] == "running")
         # e.g. a duplicate's dead-letter failure, from another worker: refused.
         await other.finish(finish_record(live, "failed", None))
@@ -269,7 +268,7 @@ async def test_a_tokenless_finish_waits_for_the_lease_to_expire(writer: BatchWri
         assert (await execution_row(pool, live) or {})["status"] == "running"
 
         expired = new_id()
-        writer.submit(open_op(expired, "t1", lease_seconds=0.05))
+        open_row(writer, expired, "t1", lease_seconds=0.05)
         await wait_for(pool, expired, lambda r: r["status"] == "running")
         await wait_until_lease_expired(pool, expired)
         await other.finish(finish_record(expired, "failed", None))
@@ -281,8 +280,8 @@ async def test_a_tokenless_finish_waits_for_the_lease_to_expire(writer: BatchWri
         await other.close()
 
 
-async def test_a_final_row_is_never_replaced(writer: BatchWriter, pool: Any) -> None:
-    other = BatchWriter(pool, owner="fleet-ai/b/2")
+async def test_a_final_row_is_never_replaced(writer: HistoryWriter, pool: Any) -> None:
+    other = HistoryWriter(pool, owner="fleet-ai/b/2")
     other.start()
     try:
         execution_id = new_id()
@@ -295,8 +294,8 @@ async def test_a_final_row_is_never_replaced(writer: BatchWriter, pool: Any) -> 
         ):
             await other.finish(later)
         # Nor does a late running mark or release reopen it.
-        other.submit(open_op(execution_id, "t3"))
-        other.submit(pending_op(execution_id, "t3"))
+        open_row(other, execution_id, "t3")
+        other.released(execution_id, "t3")
         await other.close()
         assert other.ops_flushed == 4
         row = await execution_row(pool, execution_id)
@@ -311,7 +310,7 @@ async def test_a_final_row_is_never_replaced(writer: BatchWriter, pool: Any) -> 
 
 
 # ---------------------------------------------------------------------- columns
-async def test_columns_are_derived_from_the_result(writer: BatchWriter, pool: Any) -> None:
+async def test_columns_are_derived_from_the_result(writer: HistoryWriter, pool: Any) -> None:
     ok, failed, bare = new_id(), new_id(), new_id()
     ok_data = result_data(ok, "completed", {"answer": [1, 2, {"x": None}]}, warnings=["w"])
     failed_data = result_data(failed, "failed")
@@ -349,13 +348,13 @@ async def test_columns_are_derived_from_the_result(writer: BatchWriter, pool: An
     )
 
 
-async def test_a_nul_character_is_replaced_not_fatal(writer: BatchWriter, pool: Any) -> None:
+async def test_a_nul_character_is_replaced_not_fatal(writer: HistoryWriter, pool: Any) -> None:
     nul, plain, opened = new_id(), new_id(), new_id()
     await writer.finish(
         finish_record(nul, "completed", "t1", output={"text": "a\u0000b"}, input={"in": "\u0000"}), wait=False
     )
     await writer.finish(finish_record(plain, "completed", "t2", output={"text": "fine"}), wait=False)
-    writer.submit(open_op(opened, "t3", row=RowCalls(opened, input={"in": "x\u0000y"})))
+    open_row(writer, opened, "t3", row=RowCalls(opened, input={"in": "x\u0000y"}))
     await writer.close()
     # Every op went in the statements: none was rejected and isolated.
     assert writer.ops_flushed == 3
@@ -368,7 +367,7 @@ async def test_a_nul_character_is_replaced_not_fatal(writer: BatchWriter, pool: 
     assert (await execution_row(pool, opened) or {}).get("input") == {"in": "x\ufffdy"}
 
 
-async def test_text_that_only_looks_like_a_nul_escape_is_kept(writer: BatchWriter, pool: Any) -> None:
+async def test_text_that_only_looks_like_a_nul_escape_is_kept(writer: HistoryWriter, pool: Any) -> None:
     # A backslash followed by "u0000" is six ordinary characters (source code, a regex, a log
     # line): nothing to replace.
     execution_id = new_id()
@@ -382,7 +381,7 @@ async def test_text_that_only_looks_like_a_nul_escape_is_kept(writer: BatchWrite
 
 # ---------------------------------------------------------------------- nobody waiting
 async def test_a_finish_nobody_waits_for_is_written_at_close(
-    writer: BatchWriter, pool: Any, migrated_url: str
+    writer: HistoryWriter, pool: Any, migrated_url: str
 ) -> None:
     execution_id = new_id()
     # Hold every insert back, so that "returned before the row exists" does not depend on timing.

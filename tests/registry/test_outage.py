@@ -11,6 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.assemble import create_worker
+from shared.backoff import Backoff
+from shared.registry.claims_writer import Claim, ClaimsWriter
+from shared.registry.database import create_pool
+from shared.registry.writer import DatabaseUnavailable
 from shared.settings import Settings
 from tests.conftest import read_results, running
 from tests.registry.conftest import execution_row, publish, registry_of
@@ -116,17 +120,14 @@ async def test_a_full_buffer_stops_acking_until_the_database_returns(
 
 
 async def test_claims_resume_after_an_outage_with_nothing_to_write(proxy: PgProxy) -> None:
-    from shared.registry.database import create_pool
-    from shared.registry.writer import BatchWriter, DatabaseUnavailable, Op
-
     pool = await create_pool(proxy.url, timeout=3)
-    writer = BatchWriter(pool, owner="fleet-ai/w/1", timeout=3)
+    writer = ClaimsWriter(pool, owner="fleet-ai/w/1", timeout=3)
     writer.start()
     try:
-        assert (await writer.claim(Op(kind="claim", id="before", token="t0", lease_seconds=60))).won
+        assert (await writer.claim(Claim(id="before", token="t0", lease_seconds=60))).won
         await proxy.cut()
         with pytest.raises(DatabaseUnavailable):
-            await writer.claim(Op(kind="claim", id="during", token="t1", lease_seconds=60))
+            await writer.claim(Claim(id="during", token="t1", lease_seconds=60))
         assert writer.down
         assert writer.pending == 0  # a failed claim is not held: nothing left to retry
         await proxy.restore()
@@ -135,7 +136,61 @@ async def test_claims_resume_after_an_outage_with_nothing_to_write(proxy: PgProx
                 break
             await asyncio.sleep(0.05)
         assert not writer.down
-        assert (await writer.claim(Op(kind="claim", id="after", token="t2", lease_seconds=60))).won
+        assert (await writer.claim(Claim(id="after", token="t2", lease_seconds=60))).won
+    finally:
+        await writer.close()
+        await pool.close()
+
+
+class RecordedBackoff(Backoff):
+    """A deterministic schedule that notes each delay drawn and each reset."""
+
+    def __init__(self) -> None:
+        super().__init__(0.01, 0.08, jitter=0)
+        self.drawn: list[float | str] = []
+
+    def next(self) -> float:
+        delay = super().next()
+        self.drawn.append(delay)
+        return delay
+
+    def reset(self) -> None:
+        super().reset()
+        self.drawn.append("reset")
+
+
+async def test_probes_back_off_through_an_outage_and_start_over_after_it(proxy: PgProxy) -> None:
+    pool = await create_pool(proxy.url, timeout=3)
+    backoff = RecordedBackoff()
+    writer = ClaimsWriter(pool, owner="fleet-ai/w/1", timeout=3, backoff=backoff)
+    writer.start()
+
+    async def outage(execution_id: str) -> None:
+        await proxy.cut()
+        with pytest.raises(DatabaseUnavailable):
+            await writer.claim(Claim(id=execution_id, token=execution_id, lease_seconds=60))
+        for _ in range(300):  # nothing to write: the writer probes, waiting longer each time
+            if len(backoff.drawn) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        await proxy.restore()
+        for _ in range(300):
+            if not writer.down:
+                break
+            await asyncio.sleep(0.05)
+        assert not writer.down
+
+    try:
+        await outage("first")
+        first = list(backoff.drawn)
+        # Doubling to the cap, then the schedule starts over once a probe got through.
+        assert first[:5] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08])
+        assert first[-1] == "reset"
+        assert first.count("reset") == 1
+        backoff.drawn.clear()
+        await outage("second")
+        assert backoff.drawn[:2] == pytest.approx([0.01, 0.02])
+        assert (await writer.claim(Claim(id="after", token="t2", lease_seconds=60))).won
     finally:
         await writer.close()
         await pool.close()

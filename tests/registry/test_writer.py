@@ -6,7 +6,8 @@ from typing import Any
 
 import orjson
 
-from shared.registry.writer import BatchWriter, FinishRecord, Op
+from shared.registry.claims_writer import Claim, ClaimsWriter
+from shared.registry.writer import FinishRecord
 
 
 def finish(execution_id: str, status: str, token: str | None, output: Any = None) -> FinishRecord:
@@ -33,15 +34,15 @@ def finish(execution_id: str, status: str, token: str | None, output: Any = None
 
 
 async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
-    a = BatchWriter(pool, owner="fleet-ai/a/1")
-    b = BatchWriter(pool, owner="fleet-ai/b/2")
+    a = ClaimsWriter(pool, owner="fleet-ai/a/1")
+    b = ClaimsWriter(pool, owner="fleet-ai/b/2")
     a.start()
     b.start()
     try:
-        won = await a.claim(Op(kind="claim", id="x", token="ta", slug="system/echo", lease_seconds=60))
+        won = await a.claim(Claim(id="x", token="ta", slug="system/echo", lease_seconds=60))
         assert won.won
         assert not won.taken_over
-        lost = await b.claim(Op(kind="claim", id="x", token="tb", slug="system/echo", lease_seconds=60))
+        lost = await b.claim(Claim(id="x", token="tb", slug="system/echo", lease_seconds=60))
         assert not lost.won
         assert lost.status == "pending"
         assert lost.lease_owner == "fleet-ai/a/1"
@@ -57,7 +58,7 @@ async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
         assert (row["status"], row["output"], row["lease_owner"]) == ("completed", {"ok": True}, None)
 
         # A final row answers every later claim with the stored result and is never replaced.
-        again = await b.claim(Op(kind="claim", id="x", token="tb2", slug="system/echo", lease_seconds=60))
+        again = await b.claim(Claim(id="x", token="tb2", slug="system/echo", lease_seconds=60))
         assert not again.won
         assert again.result == {"status": "completed", "output": {"ok": True}}
         assert await pool.fetchval("SELECT error FROM function_executions WHERE id = 'x'") is None
@@ -65,17 +66,42 @@ async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
         assert await pool.fetchval("SELECT status FROM function_executions WHERE id = 'x'") == "completed"
 
         # An expired lease is taken over; a released one at once.
-        await a.claim(Op(kind="claim", id="y", token="ty", slug="system/echo", lease_seconds=0.01))
+        await a.claim(Claim(id="y", token="ty", slug="system/echo", lease_seconds=0.01))
         await pool.execute("SELECT pg_sleep(0.05)")
-        taken = await b.claim(Op(kind="claim", id="y", token="ty2", slug="system/echo", lease_seconds=60))
+        taken = await b.claim(Claim(id="y", token="ty2", slug="system/echo", lease_seconds=60))
         assert taken.won
         assert taken.taken_over
-        await b.claim(Op(kind="claim", id="z", token="tz", slug="system/echo", lease_seconds=60))
-        b.submit(Op(kind="release", id="z", token="tz"))
+        await b.claim(Claim(id="z", token="tz", slug="system/echo", lease_seconds=60))
+        b.released("z", "tz")
         await b.finish(finish("other", "completed", None))  # a flush after the release
-        released = await a.claim(Op(kind="claim", id="z", token="tz2", slug="system/echo", lease_seconds=60))
+        released = await a.claim(Claim(id="z", token="tz2", slug="system/echo", lease_seconds=60))
         assert released.won
         assert await pool.fetchval("SELECT attempt FROM function_executions WHERE id = 'z'") == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_finish_written_alone_keeps_to_the_claim_rules(pool: Any) -> None:
+    # A worker whose expired claim was taken over finishes late, in a statement of its own (no
+    # claim beside it): the row stays the new holder's, whose finish then lands.
+    a = ClaimsWriter(pool, owner="fleet-ai/a/1")
+    b = ClaimsWriter(pool, owner="fleet-ai/b/2")
+    a.start()
+    b.start()
+    try:
+        await a.claim(Claim(id="y", token="ty", slug="system/echo", lease_seconds=0.01))
+        await pool.execute("SELECT pg_sleep(0.05)")
+        assert (await b.claim(Claim(id="y", token="ty2", slug="system/echo", lease_seconds=60))).taken_over
+        await a.finish(finish("y", "completed", "ty", {"by": "a"}))
+        row = await pool.fetchrow(
+            "SELECT status, lease_owner, lease_token FROM function_executions WHERE id = 'y'"
+        )
+        assert (row["status"], row["lease_owner"], row["lease_token"]) == ("pending", "fleet-ai/b/2", "ty2")
+
+        await b.finish(finish("y", "completed", "ty2", {"by": "b"}))
+        row = await pool.fetchrow("SELECT status, output FROM function_executions WHERE id = 'y'")
+        assert (row["status"], row["output"]) == ("completed", {"by": "b"})
     finally:
         await a.close()
         await b.close()

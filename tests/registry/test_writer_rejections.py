@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from shared.registry.writer import BatchWriter, Op
+from shared.registry.claims_writer import Claim, ClaimsWriter
+from shared.registry.history_writer import HistoryWriter
 from tests.registry.conftest import execution_row
 from tests.registry.test_history_writer import OWNER, finish_record, new_id
 from tests.registry.test_writer import finish
@@ -19,8 +20,8 @@ SECRET = "sk_live_4f9a0c1e7b2d"
 
 
 @pytest.fixture
-async def writer(pool: Any) -> AsyncIterator[BatchWriter]:
-    w = BatchWriter(pool, owner=OWNER)
+async def writer(pool: Any) -> AsyncIterator[HistoryWriter]:
+    w = HistoryWriter(pool, owner=OWNER)
     w.start()
     yield w
     await w.close()
@@ -32,7 +33,7 @@ async def stored(pool: Any, ids: list[str]) -> set[str]:
 
 
 async def test_one_bad_row_is_rejected_and_the_rest_of_its_batch_written(
-    writer: BatchWriter, pool: Any
+    writer: HistoryWriter, pool: Any
 ) -> None:
     ids = [new_id() for _ in range(64)]
     bad = ids[37]
@@ -58,7 +59,7 @@ async def test_one_bad_row_is_rejected_and_the_rest_of_its_batch_written(
     assert SECRET not in repr(logs)
 
 
-async def test_a_rejection_log_does_not_quote_the_row(writer: BatchWriter, pool: Any) -> None:
+async def test_a_rejection_log_does_not_quote_the_row(writer: HistoryWriter, pool: Any) -> None:
     # Invalid JSON: PostgreSQL's DETAIL names the offending token, which is the row's data.
     ids = [new_id() for _ in range(5)]
     with structlog.testing.capture_logs() as logs:
@@ -77,7 +78,7 @@ async def test_a_rejection_log_does_not_quote_the_row(writer: BatchWriter, pool:
 
 
 async def test_with_database_claims_a_bad_finish_does_not_fail_the_claims_beside_it(pool: Any) -> None:
-    writer = BatchWriter(pool, owner="fleet-ai/a/1")
+    writer = ClaimsWriter(pool, owner="fleet-ai/a/1")
     writer.start()
     try:
         good, bad = finish("good", "completed", "t-good"), finish("bad", "completed", "t-bad")
@@ -86,10 +87,7 @@ async def test_with_database_claims_a_bad_finish_does_not_fail_the_claims_beside
             await writer.finish(good, wait=False)
             await writer.finish(bad, wait=False)
             claims = await asyncio.gather(
-                *(
-                    writer.claim(Op(kind="claim", id=f"c{n}", token=f"t{n}", lease_seconds=60))
-                    for n in range(3)
-                )
+                *(writer.claim(Claim(id=f"c{n}", token=f"t{n}", lease_seconds=60)) for n in range(3))
             )
             await writer.close()  # flushes what is queued, waits for statements in flight
         assert [c.won for c in claims] == [True, True, True]
