@@ -360,7 +360,7 @@ class Settings(BaseSettings):
     oci_api_backoff: float = Field(
         default=0.5,
         gt=0,
-        description="First delay (seconds) between Kubernetes API retries; doubles, max 10s.",
+        description="First delay (seconds) between Kubernetes API retries; doubles up to 10s, jittered ±50%.",
     )
     oci_log_tail_lines: int = Field(
         default=40,

@@ -13,8 +13,10 @@ Calling a provider from a handler::
 * base URLs (``FLEET_<PROVIDER>_BASE_URL``), connect/read timeouts and attempts are settings
   (``FLEET_PROVIDER_*``, listed by ``fleet config``);
 * 429 and 5xx are retried (at most ``FLEET_PROVIDER_MAX_ATTEMPTS`` attempts in all) after the
-  ``Retry-After`` the provider asked for (seconds or an HTTP date) or an exponential backoff;
-  connection failures (the request never reached the provider) are retried the same way;
+  call's :class:`~shared.backoff.Backoff` (``FLEET_PROVIDER_BACKOFF`` doubling, jittered), and
+  never sooner than the ``Retry-After`` the provider asked for (seconds or an HTTP date): a
+  floor; one longer than ``FLEET_PROVIDER_MAX_RETRY_AFTER`` fails at once (retryable).
+  Connection failures (the request never reached the provider) are retried on the backoff;
 * a final non-2xx fails the execution with ``provider_error`` and details
   ``{provider, status, body}`` (body excerpt scrubbed of the call's ``secrets`` and of every
   secret the worker resolved, its :class:`~shared.credentials.SecretRegistry` from
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
+from shared.backoff import Backoff
 from shared.contract import ErrorCode
 from shared.credentials import SecretRegistry, scrub_then_truncate, worker_secrets
 from shared.errors import ConfigError, ExecutionFailed
@@ -165,9 +167,20 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _backoff(settings: Settings, attempt: int) -> float:
-    base = settings.provider_backoff * (2 ** (attempt - 1))
-    return float(base * (0.5 + random.random() / 2))
+class _Waits:
+    """The waits between one provider call's attempts: its :class:`Backoff` from
+    ``FLEET_PROVIDER_BACKOFF`` (doubling, jittered, capped at the longest Retry-After honoured
+    in-process), none when that is 0; a provider's ``Retry-After`` is a floor."""
+
+    __slots__ = ("_backoff",)
+
+    def __init__(self, settings: Settings) -> None:
+        first = settings.provider_backoff
+        self._backoff = Backoff(first, max(first, settings.provider_max_retry_after)) if first > 0 else None
+
+    def next(self, retry_after: float | None = None) -> float:
+        delay = self._backoff.next() if self._backoff is not None else 0.0
+        return delay if retry_after is None else max(retry_after, delay)
 
 
 def _timeout(provider: str, phase: str, settings: Settings) -> ExecutionFailed:
@@ -281,6 +294,7 @@ class ProviderClients:
         secrets = list(secrets)
         attempts = settings.provider_max_attempts
         clean_params = _clean_params(params)
+        waits = _Waits(settings)
         for attempt in range(1, attempts + 1):
             try:
                 response = await client.request(
@@ -296,7 +310,7 @@ class ProviderClients:
                 self._count(provider, None)
                 # The request never reached the provider: safe to try again.
                 if attempt < attempts:
-                    delay = _backoff(settings, attempt)
+                    delay = waits.next()
                     log.info(
                         "provider unreachable; retrying",
                         provider=provider,
@@ -337,18 +351,18 @@ class ProviderClients:
                 return response
             if status == 429 or status >= 500:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if attempt < attempts:
-                    delay = retry_after if retry_after is not None else _backoff(settings, attempt)
-                    if delay <= settings.provider_max_retry_after:
-                        log.info(
-                            "provider busy; retrying",
-                            provider=provider,
-                            status=status,
-                            attempt=attempt,
-                            retry_in=round(delay, 3),
-                        )
-                        await asyncio.sleep(delay)
-                        continue
+                honoured = retry_after is None or retry_after <= settings.provider_max_retry_after
+                if attempt < attempts and honoured:
+                    delay = waits.next(retry_after)
+                    log.info(
+                        "provider busy; retrying",
+                        provider=provider,
+                        status=status,
+                        attempt=attempt,
+                        retry_in=round(delay, 3),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 extra = {"attempts": attempt}
                 if retry_after is not None:
                     extra["retry_after"] = retry_after  # type: ignore[assignment]

@@ -44,6 +44,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from shared.backoff import Backoff
 from shared.errors import TransportError
 from shared.settings import Settings
 from shared.transports.base import Delivery, Outcome, Settlement
@@ -279,7 +280,8 @@ class DaprTransport:
         loop = asyncio.get_running_loop()
         timeout = self.settings.dapr_ready_timeout
         deadline = loop.time() + timeout
-        delay = _READY_POLL_INITIAL
+        # Deterministic: one sidecar per worker, nobody to spread out from; capped by the deadline.
+        backoff = Backoff(_READY_POLL_INITIAL, _READY_POLL_MAX, jitter=0)
         last = "no answer yet"
         while True:
             remaining = deadline - loop.time()
@@ -298,8 +300,7 @@ class DaprTransport:
                 raise TransportError(
                     f"daprd at {self._outbound_health_url} not ready within {timeout:g}s ({last})"
                 )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(_READY_POLL_MAX, delay * 2)
+            await asyncio.sleep(min(backoff.next(), remaining))
 
     async def stop_intake(self) -> None:
         """New deliveries are answered RETRY at once; queued, not yet received ones too.

@@ -7,6 +7,7 @@ import socket
 from datetime import UTC, datetime
 
 import pytest
+import structlog.testing
 
 from shared.contract import ErrorCode
 from shared.errors import ConfigError
@@ -81,6 +82,26 @@ async def test_retry_after_beyond_the_limit_fails_at_once_retryable(fake: StartF
     assert result.error.details["status"] == 429
     assert result.error.details["retry_after"] == 3600.0
     assert len(api.requests) == 1
+
+
+async def test_retry_after_is_a_floor_under_the_backoff(
+    fake: StartFake, invoke: Invoke, provider_config: ProviderConfig
+) -> None:
+    provider_config["provider_backoff"] = 0.02
+    api = await fake("slack")
+    # "Retry now" does not skip the backoff (0.02 s doubling, jittered ±50 %)...
+    api.fail_next(503, {"ok": False, "error": "service_unavailable"}, headers={"Retry-After": "0"}, times=2)
+    # ...and a provider asking for longer than the backoff is waited for as asked.
+    api.fail_next(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "0.3"})
+    provider_config["provider_max_attempts"] = 4
+    with structlog.testing.capture_logs() as logs:
+        result = await invoke("slack/send-message", SLACK_INPUT)
+    assert result.status == "completed", result.error
+    waits = [e["retry_in"] for e in logs if e["event"] == "provider busy; retrying"]
+    assert len(waits) == 3
+    assert 0.01 <= waits[0] <= 0.03
+    assert 0.02 <= waits[1] <= 0.06
+    assert waits[2] == 0.3
 
 
 async def test_read_timeout_fails_with_timeout_retryable(

@@ -9,7 +9,8 @@ configuration — in-cluster service account (token re-read as it rotates) or ku
 client certificates, exec plugins) — into its ``Configuration``, which this client reads per request.
 
 Errors: 5xx, 429, connection failures and timeouts are retried ``FLEET_OCI_API_RETRIES`` times
-with doubling backoff (from ``FLEET_OCI_API_BACKOFF``, at most 10 s), then raise
+with doubling, jittered backoff (:class:`~shared.backoff.Backoff` from ``FLEET_OCI_API_BACKOFF``,
+at most 10 s before jitter), then raise
 :class:`KubeUnavailable`; any other non-2xx status raises :class:`KubeApiError` at once (404 and
 409 are meaningful to callers).
 """
@@ -29,6 +30,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from shared.backoff import Backoff
 from shared.errors import FleetError
 from shared.settings import Settings
 
@@ -167,9 +169,10 @@ class KubeClient:
             headers["Content-Type"] = content_type
         return headers
 
-    async def delay(self, attempt: int) -> None:
-        """Sleep the backoff of retry number ``attempt`` (0-based)."""
-        await asyncio.sleep(min(MAX_BACKOFF, self._backoff * 2**attempt))
+    def backoff(self) -> Backoff:
+        """A fresh retry schedule: ``FLEET_OCI_API_BACKOFF`` doubling to :data:`MAX_BACKOFF`,
+        jittered (the workers of a fleet do not retry against the API server in step)."""
+        return Backoff(self._backoff, max(self._backoff, MAX_BACKOFF))
 
     @property
     def retries(self) -> int:
@@ -195,9 +198,10 @@ class KubeClient:
             raise RuntimeError("KubeClient used outside `async with`")
         data = json.dumps(body).encode() if body is not None else None
         last = ""
+        backoff = self.backoff()
         for attempt in range(self._retries + 1):
             if attempt:
-                await self.delay(attempt - 1)
+                await asyncio.sleep(backoff.next())
             try:
                 async with self._session.request(
                     method,

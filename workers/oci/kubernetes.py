@@ -78,6 +78,7 @@ async def follow(
     410 Gone. A watch that breaks off is retried with backoff (the client's retry budget, reset
     by every event received); listing failures propagate (the client already retried them)."""
     broken = 0
+    backoff = kube.backoff()
     while True:
         items, version = await lister()
         for item in items:
@@ -89,7 +90,9 @@ async def follow(
                 kube.watch(path, {**params, "resourceVersion": version})
             ) as events:
                 async for event in events:
-                    broken = 0
+                    if broken:
+                        broken = 0
+                        backoff.reset()
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "BOOKMARK":
                         continue
@@ -106,7 +109,7 @@ async def follow(
             broken += 1
             if broken > kube.retries:
                 raise
-            await kube.delay(broken - 1)
+            await asyncio.sleep(backoff.next())
 
 
 def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:

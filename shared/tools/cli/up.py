@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from shared.backoff import Backoff
 from shared.domains import DOMAINS, get_domain
 from shared.settings import Settings
 from shared.tools.cli.common import make_settings, read_up_state
@@ -297,7 +298,8 @@ async def _one_per_domain(
     stop: asyncio.Event,
 ) -> None:
     procs: dict[str, asyncio.subprocess.Process] = {}
-    backoff = dict.fromkeys(domains, RESTART_BACKOFF_INITIAL)
+    # Deterministic (the delay is printed); each domain's crashes wait longer and longer.
+    backoff = {d: Backoff(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX, jitter=0) for d in domains}
     urls: dict[str, str] | None = {} if settings.metrics_port else None
 
     async def spawn(domain: str) -> None:
@@ -331,10 +333,9 @@ async def _one_per_domain(
                 continue
             domain = exited
             code = procs[domain].returncode
-            delay = backoff[domain]
+            delay = backoff[domain].next()
             click.echo(f"worker {domain} exited with {code}; restarting in {delay:g}s", err=True)
             await asyncio.sleep(delay)
-            backoff[domain] = min(RESTART_BACKOFF_MAX, delay * 2)
             if not stop.is_set():
                 await spawn(domain)
                 _write_state(settings, url, state(), embedded, urls)
