@@ -125,8 +125,15 @@ def create_worker(
         parts.insert(0, registry)
     # Probes early: liveness answers while later extensions wait for their dependencies.
     parts.insert(0, ProbeServer(settings))
-    # First: the worker's secrets are in its resources before any other extension starts.
-    parts.insert(0, CredentialsExtension(settings))
+    # First: the worker's secrets are in its resources before any other extension starts. With
+    # a registry, the secret store in its database is the credentials' last source.
+    store = None
+    if registry is not None:
+        from shared.registry.secrets import DatabaseSecretSource
+
+        runtime = registry.runtime
+        store = DatabaseSecretSource(settings, lambda: runtime.pool)
+    parts.insert(0, CredentialsExtension(settings, store=store))
     if settings.redis_url:
         from shared.limiter.extension import LimitsExtension
 

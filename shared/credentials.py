@@ -6,18 +6,25 @@ Resolution order for each key a function declares (``FunctionSpec.credentials``)
    (dapr-wire.md §4), when ``DAPR_HTTP_PORT`` is set (or ``FLEET_DAPR_SECRETS=on``);
 2. the local secrets file ``FLEET_SECRETS_FILE`` (JSON or YAML; nested maps flattened with
    ``:`` like Dapr's ``secretstores.local.file``);
-3. the environment, ``FLEET_SECRET_<KEY>``.
+3. the environment, ``FLEET_SECRET_<KEY>``;
+4. the fleet's secret store in PostgreSQL (``shared/registry/secrets.py``, `fleet secrets set`),
+   for a worker with ``FLEET_DATABASE_URL``: values encrypted with ``FLEET_SECRETS_KEY``.
+
+The store comes last: what a deployment provides (a Dapr store, a mounted file, the
+environment) overrides it, so one machine can replace a stored value without touching the
+shared database, and a cluster that brings its own store keeps using it.
 
 A key found nowhere fails the execution with ``credentials_missing`` naming the key (never a
-value). Every value resolved is remembered by the resolver's :class:`SecretRegistry`: one per
-worker, owned by its ``CredentialsExtension`` (``shared/runtime/credentials.py``, which also puts
-the middleware in the chain) and found in ``ctx.resources``. The result encoder scrubs with its
-worker's registry; the log renderers (``shared/logging.py``, on the finished line) with the
-registry of the worker whose task is logging (:func:`worker_secrets`, a context variable the
-worker sets), so a value that leaks into a log line, an error message or an output is replaced
-by ``***`` and two workers in one process never mix their secrets. Excerpts of third-party
-answers are cut with :func:`scrub_then_truncate`: scrubbed whole first, so a secret straddling
-the cut cannot leave its first characters behind.
+value) and what to set (:meth:`CredentialResolver.how_to_provide`). Every value resolved is
+remembered by the resolver's :class:`SecretRegistry`: one per worker, owned by its
+``CredentialsExtension`` (``shared/runtime/credentials.py``, which also puts the middleware in
+the chain) and found in ``ctx.resources``. The result encoder scrubs with its worker's registry;
+the log renderers (``shared/logging.py``, on the finished line) with the registry of the worker
+whose task is logging (:func:`worker_secrets`, a context variable the worker sets), so a value
+that leaks into a log line, an error message or an output is replaced by ``***`` and two workers
+in one process never mix their secrets. Excerpts of third-party answers are cut with
+:func:`scrub_then_truncate`: scrubbed whole first, so a secret straddling the cut cannot leave
+its first characters behind.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ __all__ = [
     "SecretRegistry",
     "SecretSource",
     "call_secrets",
+    "env_variable",
+    "how_to_provide",
     "scrub_log_event",
     "scrub_then_truncate",
     "worker_secrets",
@@ -192,7 +201,22 @@ class EnvSecretSource:
         self._environ = environ if environ is not None else os.environ
 
     async def get(self, key: str) -> str | None:
-        return self._environ.get(f"FLEET_SECRET_{key.upper()}")
+        return self._environ.get(env_variable(key))
+
+
+def how_to_provide(keys: Sequence[str], *, store: bool) -> str:
+    """A clause naming what to set so that ``keys`` resolve: their ``FLEET_SECRET_<KEY>``
+    variables, and with ``store`` the `fleet secrets set` commands. Names only, never values."""
+    hint = f"set {', '.join(env_variable(key) for key in keys)} in the workers' environment"
+    if store:
+        commands = ", ".join(f"`fleet secrets set {key}`" for key in keys)
+        hint += f", or store {'it' if len(keys) == 1 else 'them'} with {commands}"
+    return hint
+
+
+def env_variable(key: str) -> str:
+    """The environment variable :class:`EnvSecretSource` reads ``key`` from."""
+    return f"FLEET_SECRET_{key.upper()}"
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, str], separator: str) -> None:
@@ -292,7 +316,15 @@ class CredentialResolver:
         self.registry = registry if registry is not None else SecretRegistry()
 
     @classmethod
-    def from_settings(cls, settings: Settings, registry: SecretRegistry | None = None) -> CredentialResolver:
+    def from_settings(
+        cls,
+        settings: Settings,
+        registry: SecretRegistry | None = None,
+        *,
+        store: SecretSource | None = None,
+    ) -> CredentialResolver:
+        """The sources of ``settings`` in order, ``store`` (the secret store in the database,
+        built by whoever holds its pool) last."""
         sources: list[SecretSource] = []
         if settings.dapr_secrets == "on" or (
             settings.dapr_secrets == "auto" and "dapr_http_port" in settings.model_fields_set
@@ -301,7 +333,14 @@ class CredentialResolver:
         if settings.secrets_file is not None:
             sources.append(FileSecretSource(settings.secrets_file))
         sources.append(EnvSecretSource())
+        if store is not None:
+            sources.append(store)
         return cls(sources, registry)
+
+    def how_to_provide(self, keys: Sequence[str]) -> str:
+        """What to set so that ``keys`` resolve here (:func:`how_to_provide`; `fleet secrets set`
+        only when this resolver reads the secret store)."""
+        return how_to_provide(keys, store=any(source.name == "database" for source in self.sources))
 
     async def resolve(self, keys: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """``(found, missing)`` for ``keys``."""

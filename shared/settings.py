@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         default=None,
         description="Token of the web console (bearer header or login form); required off loopback.",
     )
+    ui: bool = Field(
+        default=True,
+        description="`fleet up` serves the web console too (on `FLEET_UI_HOST`:`FLEET_UI_PORT`, "
+        "any free port when that one is taken); false: `fleet up --no-ui`.",
+    )
     # Dapr transport
     pubsub_name: str = Field(default="fleet-pubsub", description="Dapr pub/sub component name.")
     app_port: int = Field(
@@ -230,6 +235,18 @@ class Settings(BaseSettings):
         description="Read secrets from the Dapr secret store; `auto` = when DAPR_HTTP_PORT is set.",
     )
     dapr_secret_store: str = Field(default="kubernetes", description="Dapr secret store component name.")
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) of the secret store in PostgreSQL (`fleet secrets`), comma-separated: "
+        "the first encrypts, every one decrypts (rotation). Unset: `$FLEET_HOME/secrets.key` when it "
+        "exists (`fleet up` writes one with its embedded database); no key: the store refuses writes.",
+    )
+    secrets_cache_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a worker keeps a value (or its absence) read from the secret store; "
+        "`fleet secrets set/delete` reach running workers within it.",
+    )
 
     # Registry, execution history, idempotency (docs/registry.md)
     database_url: str | None = Field(

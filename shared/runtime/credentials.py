@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.contract import ErrorCode
-from shared.credentials import CredentialResolver, SecretRegistry
+from shared.credentials import CredentialResolver, SecretRegistry, SecretSource
 from shared.errors import ExecutionFailed
 from shared.functions import FunctionSpec
 from shared.runtime.extension import BaseExtension, Slot, WorkerContext
@@ -25,7 +25,8 @@ __all__ = ["CredentialsExtension", "CredentialsMiddleware"]
 
 class CredentialsMiddleware:
     """Fills ``ctx.credentials`` with the function's declared keys before it runs; a missing
-    key fails ``credentials_missing`` (naming the key) without calling the function."""
+    key fails ``credentials_missing`` (naming the key and what to set) without calling the
+    function."""
 
     def __init__(self, resolver: CredentialResolver) -> None:
         self._resolver = resolver
@@ -42,7 +43,8 @@ class CredentialsMiddleware:
             missing = [key for key in missing if key not in optional]
             if missing:
                 raise ExecutionFailed(
-                    f"missing credentials for {call.spec.slug}: {', '.join(missing)}",
+                    f"missing credentials for {call.spec.slug}: {', '.join(missing)}; "
+                    + self._resolver.how_to_provide(missing),
                     code=ErrorCode.CREDENTIALS_MISSING,
                     details={"missing": missing},
                 )
@@ -53,14 +55,15 @@ class CredentialsMiddleware:
 class CredentialsExtension(BaseExtension):
     """One worker's credentials: :attr:`secrets` (every value this worker resolved; the worker
     scrubs its results and its tasks' log lines with it, and provides it in ``ctx.resources``)
-    and the resolver filling it (sources from the settings), behind the middleware at
-    ``Slot.CREDENTIALS``. Every worker has one (``shared/assemble.py``)."""
+    and the resolver filling it (sources from the settings, then ``store``: the secret store in
+    the database, which ``shared/assemble.py`` gives a worker with a registry), behind the
+    middleware at ``Slot.CREDENTIALS``. Every worker has one (``shared/assemble.py``)."""
 
     name = "credentials"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, store: SecretSource | None = None) -> None:
         self.secrets = SecretRegistry()
-        self.resolver = CredentialResolver.from_settings(settings, self.secrets)
+        self.resolver = CredentialResolver.from_settings(settings, self.secrets, store=store)
         self._middleware = CredentialsMiddleware(self.resolver)
 
     def middleware(self) -> Mapping[Slot, Middleware]:

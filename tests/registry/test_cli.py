@@ -42,9 +42,10 @@ def test_db_migrate_and_status(database_url: str) -> None:
     assert "applied 0003_hot_history_updates" in result.output
     assert "applied 0004_function_limits" in result.output
     assert "applied 0005_console" in result.output
+    assert "applied 0006_secrets" in result.output
     assert fleet("db", "migrate", database_url=database_url).output.strip().endswith("up to date")
     status = json.loads(fleet("db", "status", "--json", database_url=database_url).output)
-    assert [s["version"] for s in status] == [1, 2, 3, 4, 5]
+    assert [s["version"] for s in status] == [1, 2, 3, 4, 5, 6]
     assert all(s["applied_at"] is not None for s in status)
 
 

@@ -43,7 +43,7 @@ import orjson
 from pydantic import BaseModel
 
 from shared.contract import ErrorCode
-from shared.credentials import call_secrets, scrub_then_truncate
+from shared.credentials import call_secrets, how_to_provide, scrub_then_truncate
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.registry.models import FunctionRecord
@@ -89,7 +89,8 @@ def render_headers(
     missing = [k for k in webhook_credential_keys(headers) if k not in credentials]
     if missing:
         raise ExecutionFailed(
-            f"missing credentials for the webhook headers: {', '.join(missing)}",
+            f"missing credentials for the webhook headers: {', '.join(missing)}; "
+            + how_to_provide(missing, store=True),
             code=ErrorCode.CREDENTIALS_MISSING,
             details={"missing": missing},
         )

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "db": "shared.tools.cli.db:db",
     "functions": "shared.tools.cli.db:functions",
     "executions": "shared.tools.cli.db:executions",
+    "secrets": "shared.tools.cli.secrets:secrets",
     "new": "workers.oci.cli:new",
     "build": "workers.oci.cli:build",
 }
