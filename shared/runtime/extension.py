@@ -19,7 +19,7 @@ state. A worked example (the registry) is in docs/developing.md.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -29,7 +29,7 @@ from shared.resources import Resources
 if TYPE_CHECKING:
     from shared.runtime.middleware import Middleware
     from shared.settings import Settings
-    from shared.transports.base import Transport
+    from shared.transports.base import Delivery, Settlement, Transport
 
 __all__ = [
     "BaseExtension",
@@ -81,6 +81,13 @@ class WorkerContext:
     #: the worker's readiness report (:meth:`~shared.runtime.worker.Worker.health`): ``ready``,
     #: ``state`` and the extensions' own reports (:class:`HealthReporter`).
     health: Callable[[], Mapping[str, Any]] = field(default=lambda: {"ready": True})
+    #: runs a delivery no transport received (a synchronous call) through the worker's pipeline
+    #: once and settles its result (:meth:`~shared.runtime.worker.Worker.execute`); ``None``
+    #: outside a worker.
+    execute: Callable[[Delivery], Awaitable[Settlement]] | None = None
+    #: True while the worker takes work (running, not draining); synchronous calls are refused
+    #: (503) otherwise.
+    accepting: Callable[[], bool] = field(default=lambda: True)
 
 
 @runtime_checkable

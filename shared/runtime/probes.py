@@ -4,7 +4,9 @@
 * ``/readyz`` — 200 once the transport is open and intake runs, 503 before and while draining;
   the JSON body is the worker's report (state, in flight, each extension's own report: a
   degraded registry is reported there and does not make the worker unready);
-* ``/metrics`` — the worker's :class:`~shared.runtime.metrics.Metrics` in Prometheus text.
+* ``/metrics`` — the worker's :class:`~shared.runtime.metrics.Metrics` in Prometheus text;
+* ``POST /execute`` — a synchronous call (``shared/runtime/sync.py``): loopback callers only
+  unless ``FLEET_APP_API_TOKEN`` is set, then any caller presenting it.
 
 Direct (redis) mode: served on ``FLEET_METRICS_HOST:FLEET_METRICS_PORT`` (0 = off), started
 before the other extensions so liveness answers while the registry waits for its database. The
@@ -12,7 +14,8 @@ address is published in the Redis hash ``<group prefix>endpoints`` (field: consu
 JSON ``{"url", "domain", "worker", "pid", "expires_at"}``, refreshed every
 :data:`PUBLISH_INTERVAL` s and removed at stop) for ``fleet status``; lag and pending of the
 domain's group are read with one ``XINFO GROUPS`` at most every :data:`BACKLOG_INTERVAL` s, when
-scraped. Dapr mode: the app channel serves the three routes (``DaprTransport.serve_probes``).
+scraped. Dapr mode: the app channel serves the four routes (``DaprTransport.serve_probes``,
+``serve_execute``).
 Documented in docs/observability.md.
 """
 
@@ -32,6 +35,7 @@ from aiohttp import web
 
 from shared.runtime.extension import BaseExtension, WorkerContext
 from shared.runtime.metrics import CONTENT_TYPE, Metrics
+from shared.runtime.sync import EXECUTE_ROUTE, SyncCalls, execute_route
 from shared.settings import Settings
 
 __all__ = ["BACKLOG_INTERVAL", "PUBLISH_INTERVAL", "BacklogReader", "ProbeServer", "endpoints_key"]
@@ -99,15 +103,20 @@ class ProbeServer(BaseExtension):
         self._field = settings.consumer_name
         self._metrics: Metrics | None = None
         self._health: Callable[[], Mapping[str, Any]] = lambda: {"ready": False}
+        self._calls: SyncCalls | None = None
         #: the address served, once listening (``http://host:port``).
         self.url: str | None = None
 
     async def start(self, ctx: WorkerContext) -> bool:
         self._metrics = metrics = ctx.resources.get(Metrics)
         self._health = ctx.health
+        self._calls = calls = SyncCalls.for_worker(ctx)
         serve_probes = getattr(ctx.transport, "serve_probes", None)
         if serve_probes is not None:  # Dapr: the app channel serves them
             serve_probes(ctx.health)
+            serve_execute = getattr(ctx.transport, "serve_execute", None)
+            if serve_execute is not None and calls is not None:
+                serve_execute(calls.handle)
             return True
         if self.settings.metrics_port == 0:
             return True
@@ -146,7 +155,12 @@ class ProbeServer(BaseExtension):
         app.router.add_get("/healthz", self._on_healthz)
         app.router.add_get("/readyz", self._on_readyz)
         app.router.add_get("/metrics", self._on_metrics)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        if self._calls is not None:
+            app.router.add_post(EXECUTE_ROUTE, execute_route(self._calls, self.settings))
+        # lingering_time=0: a body refused unread (401, 403, 413) is not read on for 10 s.
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0, lingering_time=0
+        )
         await runner.setup()
         host, port = self.settings.metrics_host, self.settings.metrics_port
         try:

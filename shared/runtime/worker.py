@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import signal
 import time
@@ -170,7 +171,8 @@ class Worker:
         self._held = 0
         #: deliveries received and not yet decided (``_held`` minus those awaiting settlement).
         self._executing = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: delivery tasks and synchronous calls (the drain waits for both).
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._settle_queue: asyncio.Queue[Settlement] = asyncio.Queue()
         self._abandon_settling = False
         self._next_infra_warning = 0.0
@@ -266,6 +268,8 @@ class Worker:
             transport=self.transport,
             stopping=lambda: self.stopping,
             health=self.health,
+            execute=self.execute,
+            accepting=lambda: self.accepting,
         )
         for extension in self.extensions:
             started.append(extension)
@@ -358,8 +362,15 @@ class Worker:
             self._executing -= 1
 
     async def _handle(self, delivery: Delivery) -> None:
+        settlement = await self._fate(delivery)
+        self._executing -= 1
+        self._wake.set()
+        self._settle_queue.put_nowait(settlement)
+
+    async def _fate(self, delivery: Delivery) -> Settlement:
+        """:meth:`_process`, with what escapes it turned into a RETRY of the delivery."""
         try:
-            settlement = await self._process(delivery)
+            return await self._process(delivery)
         except asyncio.CancelledError:
             raise
         except InfrastructureError as exc:
@@ -370,15 +381,65 @@ class Worker:
             if now >= self._next_infra_warning:
                 self._next_infra_warning = now + INFRA_WARNING_INTERVAL
                 log.warning("dependency unavailable; deliveries left for redelivery", error=str(exc))
-            settlement = Settlement(delivery, Outcome.RETRY, reason=f"unavailable: {exc}")
+            return Settlement(delivery, Outcome.RETRY, reason=f"unavailable: {exc}")
         except Exception as exc:
             log.exception(
                 "runtime error while processing; will be redelivered", message_id=delivery.message_id
             )
-            settlement = Settlement(delivery, Outcome.RETRY, reason=f"runtime error: {exc!r}")
-        self._executing -= 1
-        self._wake.set()
-        self._settle_queue.put_nowait(settlement)
+            return Settlement(delivery, Outcome.RETRY, reason=f"runtime error: {exc!r}")
+
+    # ------------------------------------------------------------------ synchronous calls
+    @property
+    def accepting(self) -> bool:
+        """True while the worker takes work: running and not draining."""
+        return self.state is WorkerState.RUNNING and not self.stopping
+
+    async def execute(self, delivery: Delivery) -> Settlement:
+        """Run a delivery that no transport received — a synchronous call (``POST /execute``,
+        ``shared/runtime/sync.py``) — through the same pipeline as a received one, once.
+
+        It counts as in flight (intake reads that many fewer) and the drain waits for it, as for
+        any delivery. A result (ACK or DROP) is settled on its own as :attr:`Outcome.REPLY`:
+        recorded, stored as its execution's answer and published, nothing acked or
+        dead-lettered; the settlement returned carries it. RETRY and DEFER come back unsettled:
+        the caller decides whether and when to run it again. The caller going away (its task
+        cancelled) does not stop the run: its result is still recorded and published.
+        Raises ``RuntimeError`` unless :attr:`accepting`.
+        """
+        if not self.accepting:
+            raise RuntimeError(f"worker {self.name} is not taking work ({self.state.value})")
+        self._held += 1
+        self._executing += 1
+        self.metrics.in_flight = self._held
+        task = asyncio.create_task(self._execute(delivery), name="fleet-sync-call")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                # The run itself was cancelled at the drain deadline, not its caller.
+                return Settlement(delivery, Outcome.RETRY, reason="cancelled at the shutdown deadline")
+            raise
+
+    async def _execute(self, delivery: Delivery) -> Settlement:
+        decided = False
+        try:
+            settlement = await self._fate(delivery)
+            decided = True
+            self._executing -= 1
+            if settlement.outcome is Outcome.ACK or settlement.outcome is Outcome.DROP:
+                settlement = dataclasses.replace(settlement, outcome=Outcome.REPLY)
+                await self._settle_reply(settlement)
+                self.metrics.count_delivery(settlement.outcome.value)
+            return settlement
+        finally:
+            if not decided:  # cancelled at the drain deadline
+                self._executing -= 1
+            self._held -= 1
+            self.metrics.in_flight = self._held
+            self._wake.set()
 
     # ------------------------------------------------------------------ processing
     async def _process(self, delivery: Delivery) -> Settlement:
@@ -636,6 +697,9 @@ class Worker:
                     "settle failed; retrying", count=len(batch), error=str(exc), retry_in=round(delay, 2)
                 )
                 await asyncio.sleep(delay)
+
+    async def _settle_reply(self, reply: Settlement) -> None:
+        await self._settle([reply])
 
     # ------------------------------------------------------------------ shutdown
     async def _drain(self, settler: asyncio.Task[None] | None) -> None:

@@ -18,11 +18,20 @@ sidecar when ``settle`` (or ``close``) decides the outcome.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Delivery", "JoinsSettle", "Outcome", "SettlePrelude", "Settlement", "Transport"]
+__all__ = [
+    "Delivery",
+    "ExecuteHandler",
+    "JoinsSettle",
+    "Outcome",
+    "SettlePrelude",
+    "Settlement",
+    "SyncReply",
+    "Transport",
+]
 
 
 class Outcome(enum.Enum):
@@ -38,6 +47,11 @@ class Outcome(enum.Enum):
     #: duplicate waiting for its execution to finish elsewhere); where the broker cannot
     #: un-count a delivery (Dapr), it is a RETRY.
     DEFER = "defer"
+    #: answered synchronously (``POST /execute``, ``shared/runtime/sync.py``): the result is
+    #: published like any other, and there is no broker message to acknowledge, redeliver or
+    #: dead-letter. The worker settles each reply on its own; a transport raises
+    #: :class:`~shared.errors.TransportError` when the reply's result was not published.
+    REPLY = "reply"
 
 
 @dataclass(slots=True)
@@ -124,3 +138,20 @@ class JoinsSettle(Protocol):
         """Run ``prelude`` at the start of every settle transaction when ``redis`` is a client of
         the transport's own server (and database); returns False, changing nothing, otherwise."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReply:
+    """The HTTP answer to one synchronous call (``POST /execute``): status, body and headers."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: What answers ``POST /execute`` (``shared.runtime.sync``): given the request's body and headers,
+#: the reply. A transport that serves synchronous calls on its own HTTP server (the Dapr app
+#: channel) is handed one through ``serve_execute(handler)``; it checks the caller's token and
+#: bounds the body first.
+ExecuteHandler = Callable[[bytes, Mapping[str, str]], Awaitable[SyncReply]]

@@ -47,9 +47,9 @@ from aiohttp import web
 from shared.backoff import Backoff
 from shared.errors import TransportError
 from shared.settings import Settings
-from shared.transports.base import Delivery, Outcome, Settlement
+from shared.transports.base import Delivery, ExecuteHandler, Outcome, Settlement
 
-__all__ = ["BULK_EVENT_TYPE", "EVENTS_ROUTE", "DaprTransport", "max_body_bytes"]
+__all__ = ["BULK_EVENT_TYPE", "EVENTS_ROUTE", "EXECUTE_ROUTE", "DaprTransport", "max_body_bytes"]
 
 if TYPE_CHECKING:  # the runtime hands its counters in; the transport only renders them
     from shared.runtime.metrics import Metrics
@@ -58,6 +58,9 @@ log = structlog.get_logger("fleet.transport.dapr")
 
 #: The route daprd posts deliveries to (declared in ``/dapr/subscribe``).
 EVENTS_ROUTE = "/events"
+#: The route of synchronous calls (Dapr service invocation of method ``execute``), served once
+#: the worker hands a handler over (:meth:`DaprTransport.serve_execute`).
+EXECUTE_ROUTE = "/execute"
 #: ``type`` of daprd's bulk delivery envelope.
 BULK_EVENT_TYPE = "com.dapr.event.sent.bulk"
 #: How long daprd may wait to fill a bulk batch: short, because latency matters more than batch
@@ -176,6 +179,7 @@ class DaprTransport:
         self._session: aiohttp.ClientSession | None = None
         self._ready = False
         self._readiness: Callable[[], Mapping[str, Any]] | None = None
+        self._execute: ExecuteHandler | None = None
         self._intake_stopped = False
         self._closing = False
         self._max_body = max_body_bytes(settings)
@@ -223,6 +227,12 @@ class DaprTransport:
         intake runs); the channel itself must be ready too."""
         self._readiness = readiness
 
+    def serve_execute(self, handler: ExecuteHandler) -> None:
+        """Answer ``POST /execute`` (what daprd forwards a service invocation of method
+        ``execute`` as) with ``handler``, once the caller's ``dapr-api-token`` is the app token
+        and the body is within ``FLEET_MAX_PAYLOAD_BYTES``; 404 until then."""
+        self._execute = handler
+
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Start the app channel server, then wait until daprd's outbound API is up.
@@ -247,6 +257,7 @@ class DaprTransport:
         app.router.add_get("/dapr/subscribe", self._on_subscribe)
         app.router.add_get("/dapr/config", self._on_config)
         app.router.add_post(EVENTS_ROUTE, self._on_events)
+        app.router.add_post(EXECUTE_ROUTE, self._on_execute)
         app.router.add_get("/healthz", self._on_healthz)
         app.router.add_get("/readyz", self._on_readyz)
         app.router.add_get("/metrics", self._on_metrics)
@@ -360,12 +371,15 @@ class DaprTransport:
         A delivery whose result daprd did not accept is answered RETRY (never SUCCESS/DROP);
         that is a decision, so this does not raise for it. Deliveries already answered (at
         shutdown, or daprd hung up) are skipped, result and all, so a redelivery cannot yield
-        a second result. Raises :class:`TransportError` only when the transport is not open.
+        a second result. A REPLY (a synchronous call) is published and has nothing to answer.
+        Raises :class:`TransportError` when the transport is not open or a REPLY's result was
+        not accepted.
         """
         if self._session is None:
             raise TransportError("the dapr transport is not open")
-        live = [s for s in settlements if not s.delivery.handle.done()]
-        publishing = [s for s in live if s.result is not None]
+        replies = [s for s in settlements if s.outcome is Outcome.REPLY]
+        live = [s for s in settlements if s.outcome is not Outcome.REPLY and not s.delivery.handle.done()]
+        publishing = [s for s in (*live, *replies) if s.result is not None]
         outcomes = await asyncio.gather(
             *(self._publish(s.result) for s in publishing if s.result is not None), return_exceptions=True
         )
@@ -394,6 +408,10 @@ class DaprTransport:
                     reason=s.reason,
                 )
             self._answer(s.delivery, _STATUS[s.outcome], s.reason)
+        unpublished = [failed[id(s)] for s in replies if id(s) in failed]
+        if unpublished:
+            # A synchronous call has no delivery to answer RETRY: the worker retries its settle.
+            raise TransportError(unpublished[0])
 
     async def _publish(self, body: bytes) -> None:
         assert self._session is not None
@@ -484,16 +502,33 @@ class DaprTransport:
         delivery = self._delivery(_event_id(parsed), bytes(body), metadata)
         return _json({"status": await self._enqueue_and_wait(delivery)})
 
-    async def _read_body(self, request: web.Request) -> bytearray | web.Response:
-        """The request's body, or the answer refusing it: 413 beyond :func:`max_body_bytes`
-        (from ``Content-Length`` before reading anything when it is given), 408 when the body
-        takes longer than ``FLEET_APP_READ_TIMEOUT``, 503 when :meth:`close` ended the read.
-        Refusals close the connection; nothing refused reaches the runtime."""
+    async def _on_execute(self, request: web.Request) -> web.StreamResponse:
+        handler = self._execute
+        if handler is None:
+            raise web.HTTPNotFound()
+        if not self._authorized(request):
+            log.warning("synchronous call rejected: wrong or missing dapr-api-token", remote=request.remote)
+            return _unauthorized()
+        body = await self._read_body(request, self.settings.max_payload_bytes)
+        if isinstance(body, web.Response):
+            return body
+        reply = await handler(bytes(body), request.headers)
+        return web.Response(
+            status=reply.status, body=reply.body, content_type=reply.content_type, headers=reply.headers
+        )
+
+    async def _read_body(self, request: web.Request, limit: int | None = None) -> bytearray | web.Response:
+        """The request's body, or the answer refusing it: 413 beyond ``limit`` (default
+        :func:`max_body_bytes`; from ``Content-Length`` before reading anything when it is
+        given), 408 when the body takes longer than ``FLEET_APP_READ_TIMEOUT``, 503 when
+        :meth:`close` ended the read. Refusals close the connection; nothing refused reaches
+        the runtime."""
         if self._closing:
             return self._refuse(request, 503, "worker shutting down")
+        max_body = self._max_body if limit is None else limit
         declared = request.content_length
-        if declared is not None and declared > self._max_body:
-            return self._refuse(request, 413, f"body of {declared} bytes; the limit is {self._max_body}")
+        if declared is not None and declared > max_body:
+            return self._refuse(request, 413, f"body of {declared} bytes; the limit is {max_body}")
         # One growing buffer, not a list of chunks joined at the end: that would hold a large
         # bulk body twice at its peak.
         body = bytearray()
@@ -502,10 +537,8 @@ class DaprTransport:
                 self._reading.add(deadline)
                 try:
                     async for chunk in request.content.iter_any():
-                        if len(body) + len(chunk) > self._max_body:
-                            return self._refuse(
-                                request, 413, f"body over the limit of {self._max_body} bytes"
-                            )
+                        if len(body) + len(chunk) > max_body:
+                            return self._refuse(request, 413, f"body over the limit of {max_body} bytes")
                         body += chunk
                 finally:
                     self._reading.discard(deadline)

@@ -252,6 +252,8 @@ class RedisStreamsTransport:
                     maxlen=self.settings.results_maxlen,
                     approximate=True,
                 )
+            if s.outcome is Outcome.REPLY:
+                continue  # a synchronous call: no stream entry to ack or dead-letter
             if s.outcome is Outcome.RETRY or s.outcome is Outcome.DEFER:
                 pipe.hset(self._last_error_key, delivery.message_id, s.reason or "retry requested")
                 pipe.expire(self._last_error_key, LAST_ERROR_TTL_S)
@@ -299,7 +301,8 @@ class RedisStreamsTransport:
         if staged is not None:
             staged[1](replies[: staged[0]])
         for s in settlements:
-            self._in_flight.discard(s.delivery.message_id)
+            if s.outcome is not Outcome.REPLY:
+                self._in_flight.discard(s.delivery.message_id)
         if delayed:
             now = time.monotonic()
             self._delayed.update({entry_id: now + delay for entry_id, delay in delayed.items()})

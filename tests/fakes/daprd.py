@@ -17,7 +17,17 @@ on the wire it meets in production:
 * **API side** (§3, §5): ``POST|PUT /v1.0/publish/{pubsub}/{topic}`` builds the CloudEvent
   envelope (or keeps a ``application/cloudevents+json`` body per the FromCloudEvent rules),
   serialises it like Go's ``encoding/json`` and ``XADD``s it; ``GET /v1.0/healthz[/outbound]``;
-  ``DAPR_API_TOKEN`` checking (401 ``invalid api token``).
+  ``DAPR_API_TOKEN`` checking (401 ``invalid api token``);
+* **service invocation** (not in dapr-wire.md; from daprd's HTTP app channel,
+  dapr/dapr pkg/channel/http/http_channel.go ``constructRequest``, and the caller sidecar's
+  ``dapr-caller-app-id``/``dapr-callee-app-id`` metadata): ``<verb> /v1.0/invoke/{app-id}/method/
+  {method}`` reaches the app of ``app-id`` (this sidecar's own, or a peer's in :attr:`peers`, as
+  daprd would over the internal port 50002) as ``<verb> /<method>`` with the caller's headers,
+  its ``Content-Type``, a continued ``traceparent``, ``dapr-caller-app-id`` /
+  ``dapr-callee-app-id`` and the target's app token as ``dapr-api-token`` (the caller's own
+  ``dapr-api-token`` is the caller sidecar's and is not passed on); the app's status, body and
+  ``Content-Type`` go back to the caller unchanged. An app that cannot be reached is 500
+  ``ERR_DIRECT_INVOKE``.
 
 Every request in either direction is recorded (headers + exact body) for assertions.
 
@@ -448,6 +458,11 @@ async def publish_like_daprd(
     return data
 
 
+def _invoke_error(message: str) -> web.Response:
+    body = go_json({"errorCode": "ERR_DIRECT_INVOKE", "message": message})
+    return web.Response(status=500, body=body, content_type="application/json")
+
+
 # ====================================================================== records
 @dataclass
 class RecordedPublish:
@@ -474,6 +489,8 @@ class AppCall:
     reply: bytes | None = None
     error: str | None = None
     bulk: bool = False
+    #: a service invocation (not a pub/sub delivery).
+    invocation: bool = False
 
 
 @dataclass(frozen=True)
@@ -573,6 +590,8 @@ class FakeDaprd:
         self.stop_timeout = stop_timeout
         #: publishes to fail with 500 ERR_PUBSUB_PUBLISH_MESSAGE (a broker error), counted down.
         self.fail_next_publishes = 0
+        #: other sidecars by app id: service invocations of those app ids reach their apps.
+        self.peers: dict[str, FakeDaprd] = {}
         # records
         self.publishes: list[RecordedPublish] = []
         self.app_calls: list[AppCall] = []
@@ -620,6 +639,7 @@ class FakeDaprd:
         app.router.add_route("PUT", "/v1.0/publish/{pubsub}/{topic:.*}", self._on_publish)
         app.router.add_get("/v1.0/healthz", self._on_healthz)
         app.router.add_get("/v1.0/healthz/outbound", self._on_healthz_outbound)
+        app.router.add_route("*", "/v1.0/invoke/{app_id}/method/{method:.*}", self._on_invoke)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -736,6 +756,49 @@ class FakeDaprd:
         except redis_errors.RedisError as exc:
             raise PublishError(500, "ERR_PUBSUB_PUBLISH_MESSAGE", str(exc)) from exc
         return data
+
+    # ------------------------------------------------------------------ service invocation
+    async def _on_invoke(self, request: web.Request) -> web.StreamResponse:
+        target_id, method = request.match_info["app_id"], request.match_info["method"]
+        target = self if target_id == self.app_id else self.peers.get(target_id)
+        if target is None or target.app_port is None:
+            return _invoke_error(f"app {target_id} not found")
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in ("host", "dapr-api-token")
+        }
+        if request.content_type:
+            headers["Content-Type"] = request.headers.get("Content-Type", request.content_type)
+        headers["dapr-caller-app-id"] = self.app_id
+        headers["dapr-callee-app-id"] = target_id
+        span = continue_span(request.headers.get("traceparent"))
+        if span:
+            headers["traceparent"] = span
+        return await target.invoke_app(request.method, method, headers, await request.read())
+
+    async def invoke_app(self, verb: str, method: str, headers: dict[str, str], body: bytes) -> web.Response:
+        """What this sidecar does with an invocation that reached it: call its app, answer what
+        the app answered."""
+        if self.app_api_token:
+            headers = {**headers, "dapr-api-token": self.app_api_token}
+        call = AppCall(verb, "/" + method.lstrip("/"), headers, body, invocation=True)
+        self.app_calls.append(call)
+        session = self._app_session
+        if session is None:
+            return _invoke_error("app channel not ready")
+        try:
+            async with session.request(verb, self._app_url(method), data=body, headers=headers) as response:
+                call.status, call.reply = response.status, await response.read()
+                reply_headers = {
+                    k: v
+                    for k, v in response.headers.items()
+                    if k.lower() not in _HOP_BY_HOP and k.lower() not in ("date", "server")
+                }
+        except (aiohttp.ClientError, OSError) as exc:
+            call.error = repr(exc)
+            return _invoke_error(f"cannot reach the app: {exc!r}")
+        return web.Response(status=call.status, body=call.reply, headers=reply_headers)
 
     # ------------------------------------------------------------------ discovery
     async def _wait_for_app_port(self, timeout: float) -> None:
@@ -1113,4 +1176,8 @@ class FakeDaprd:
     # ------------------------------------------------------------------ test helpers
     def deliveries(self) -> list[AppCall]:
         """The app calls that were deliveries (not discovery)."""
-        return [c for c in self.app_calls if c.method == "POST"]
+        return [c for c in self.app_calls if c.method == "POST" and not c.invocation]
+
+    def invocations(self) -> list[AppCall]:
+        """The app calls that were service invocations."""
+        return [c for c in self.app_calls if c.invocation]
