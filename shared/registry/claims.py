@@ -129,7 +129,8 @@ while pos <= #blob do
       local expires, previous, _, holder = parse(cur)
       live = expires > now and holder ~= owner
       if not live then
-        taken = 1
+        -- A lapsed lease is taken over; a released one (expiry 0) is simply claimed again.
+        if expires > 0 then taken = 1 end
         if previous + 1 > attempt then attempt = previous + 1 end
       end
     end
@@ -148,16 +149,19 @@ return out
 """
 )
 
-# ARGV: items (id, token), prefix, owner. Gives a claim back (expiry 0), keeping its attempt.
+# ARGV: items (id, token, counted 1|0), prefix, owner. Gives a claim back (expiry 0) keeping
+# its attempt, so the next claim is the next attempt; an uncounted release (the run never
+# started: deferred by a limit) keeps one less, so the next claim is this attempt again.
 _RELEASE = (
     _PRELUDE
     + """
 local owner, n = ARGV[3], 0
 while pos <= #blob do
-  local key, token = prefix .. field(), field()
+  local key, token, counted = prefix .. field(), field(), field()
   local cur = redis.call('GET', key)
   if cur and string.sub(cur, 1, 1) == 'c' then
     local _, attempt, held, holder = parse(cur)
+    if counted == '0' and attempt > 0 then attempt = attempt - 1 end
     if held == token and holder == owner then
       redis.call('SET', key, 'c0|' .. attempt .. '|' .. token .. '|' .. owner, 'KEEPTTL')
       n = n + 1
@@ -342,7 +346,7 @@ class RedisClaimStore:
         self._store_script = redis.register_script(_STORE)
         self._renew_script = redis.register_script(_RENEW)
         self._claims: _Coalescer[tuple[str, str, float, int], bytes] = _Coalescer(self._claim_many)
-        self._releases: _Coalescer[tuple[str, str], int] = _Coalescer(self._release_many)
+        self._releases: _Coalescer[tuple[str, str, str], int] = _Coalescer(self._release_many)
         #: the renewed lease and the renewal period (seconds); None: leases are not renewed.
         self.lease: float | None = None
         self.renew_every = 0.0
@@ -390,11 +394,14 @@ class RedisClaimStore:
         holder = reply.split(b"|", 3)[3].decode(errors="replace")
         return ClaimResult(won=False, status="running", lease_owner=holder)
 
-    def release(self, execution_id: str, token: str) -> None:
+    def release(self, execution_id: str, token: str, *, counted: bool = True) -> None:
         """Give the claim back (the function asked for a retry): the next delivery runs at
-        once instead of waiting for the lease. Not awaited: a lost release only delays it."""
+        once instead of waiting for the lease. Not awaited: a lost release only delays it.
+
+        ``counted=False``: the run never started (a limit deferred it), so it was no attempt:
+        the next claim gets this claim's attempt again instead of the next one."""
         self.forget([(execution_id, token)])
-        self._releases.submit((execution_id, token))
+        self._releases.submit((execution_id, token, "1" if counted else "0"))
 
     def forget(self, items: Iterable[Sequence[Any]]) -> None:
         """Stop renewing the claims of ``(execution id, token, ...)`` items: their results are
@@ -476,7 +483,7 @@ class RedisClaimStore:
         replies: list[bytes] = await self._call(self._claim_script, blob, self._window_ms, self.owner)
         return replies
 
-    async def _release_many(self, items: list[tuple[str, str]]) -> list[int]:
+    async def _release_many(self, items: list[tuple[str, str, str]]) -> list[int]:
         await self._call(self._release_script, _fields(items), self.owner)
         return [1] * len(items)
 

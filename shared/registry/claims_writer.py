@@ -10,7 +10,9 @@ per column of each kind):
             (the caller runs the execution unclaimed);
 ``start``   mark the claimed execution ``running`` — not awaited, held back
             :data:`~shared.registry.writer.START_DELAY` (a quick finish supersedes it);
-``release`` give the lease back (a Retry) — not awaited;
+``release`` give the lease back (a Retry) — not awaited; an uncounted release (a deferral: the
+            function never started) takes its attempt back, so the next claim is that
+            attempt again;
 ``finish``  store the final result — awaited while the database is up. Written by the claim's
             holder; by anyone once the row's lease is gone or expired; never over a live lease
             of another worker (e.g. a duplicate's dead-letter failure, or a worker whose
@@ -78,13 +80,16 @@ class Start(Op):
 
 @dataclass(slots=True, kw_only=True, eq=False)
 class Release(Op):
-    """The claim is given back (a Retry): the redelivery may take it at once."""
+    """The claim is given back (a Retry): the redelivery may take it at once. ``counted``:
+    the run was an attempt (False for a deferral, which never started the function)."""
 
     kind: ClassVar[str] = "release"
-    COLUMNS: ClassVar[tuple[str, ...]] = ("id", "token")
+    COLUMNS: ClassVar[tuple[str, ...]] = ("id", "token", "counted")
+
+    counted: bool = True
 
     def columns(self) -> tuple[Any, ...]:
-        return (self.id, self.token)
+        return (self.id, self.token, self.counted)
 
 
 #: The statement's ``finish_in`` columns, in order (:func:`_finish_columns`).
@@ -120,8 +125,8 @@ def _arrays(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> list[lis
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-# $1-$10: claims (Claim.COLUMNS), $11: the owner, $12-$13: starts, $14-$15: releases,
-# $16-$29: finishes (FINISH_COLUMNS). Answers one row per claim.
+# $1-$10: claims (Claim.COLUMNS), $11: the owner, $12-$13: starts, $14-$16: releases,
+# $17-$30: finishes (FINISH_COLUMNS). Answers one row per claim.
 _SQL = """
 WITH
 claim_in AS (
@@ -154,16 +159,17 @@ started AS (
 ),
 released AS (
     UPDATE function_executions AS fe
-    SET status = 'pending', lease_owner = NULL, lease_expires_at = now(), updated_at = now()
-    FROM unnest($14::text[], $15::text[]) AS r(id, token)
+    SET status = 'pending', lease_owner = NULL, lease_expires_at = now(), updated_at = now(),
+        attempt = CASE WHEN r.counted THEN fe.attempt ELSE GREATEST(fe.attempt - 1, 0) END
+    FROM unnest($14::text[], $15::text[], $16::bool[]) AS r(id, token, counted)
     WHERE fe.id = r.id AND fe.lease_token = r.token AND fe.status IN ('pending', 'running')
     RETURNING fe.id
 ),
 finish_in AS (
     SELECT t.*, t.result::jsonb AS r
-    FROM unnest($16::text[], $17::uuid[], $18::text[], $19::text[], $20::text[], $21::text[],
-                $22::text[], $23::text[], $24::int[], $25::text[], $26::text[],
-                $27::float8[], $28::text[], $29::text[])
+    FROM unnest($17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[], $22::text[],
+                $23::text[], $24::text[], $25::int[], $26::text[], $27::text[],
+                $28::float8[], $29::text[], $30::text[])
         AS t(id, function_id, slug, wf, node, status, input, result, attempt,
              started_at, completed_at, duration_ms, worker, token)
 ),
@@ -224,9 +230,9 @@ class ClaimsWriter(BatchWriter):
         if not self._no_room_for(op):
             self._hold(op)
 
-    def released(self, execution_id: str, token: str) -> None:
-        """Give the lease back (not awaited)."""
-        op = Release(id=execution_id, token=token)
+    def released(self, execution_id: str, token: str, *, counted: bool = True) -> None:
+        """Give the lease back (not awaited); ``counted=False``: the run never started."""
+        op = Release(id=execution_id, token=token, counted=counted)
         if self._no_room_for(op):
             return
         self._held.pop(execution_id, None)  # the start was never written: the release says it all
@@ -261,6 +267,7 @@ class ClaimsWriter(BatchWriter):
                     status=row["status"],
                     result=row["result"],
                     lease_owner=row["lease_owner"],
-                    taken_over=bool(row["won"]) and bool(row["existed"]),
+                    # A released row has no lease owner: claimed again, not taken over.
+                    taken_over=bool(row["won"]) and bool(row["existed"]) and row["lease_owner"] is not None,
                 )
             )

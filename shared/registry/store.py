@@ -79,8 +79,9 @@ class Claims(Protocol):
     def started(self, call: Call, token: str) -> None:
         """The claimed function starts now."""
 
-    def released(self, call: Call, token: str) -> None:
-        """The claim is given back (a Retry, or cancelled before an answer)."""
+    def released(self, call: Call, token: str, *, counted: bool = True) -> None:
+        """The claim is given back (a Retry, or cancelled before an answer); ``counted=False``
+        when the run never started (a deferral): the next claim is then this attempt again."""
 
     async def finish(self, record: FinishRecord) -> None:
         """Record the final result; InfrastructureError: do not publish it."""
@@ -118,8 +119,8 @@ class DatabaseClaims:
     def started(self, call: Call, token: str) -> None:
         self._writer.started(call.ctx.execution_id, token)
 
-    def released(self, call: Call, token: str) -> None:
-        self._writer.released(call.ctx.execution_id, token)
+    def released(self, call: Call, token: str, *, counted: bool = True) -> None:
+        self._writer.released(call.ctx.execution_id, token, counted=counted)
 
     async def finish(self, record: FinishRecord) -> None:
         await self._writer.finish(record)
@@ -172,8 +173,8 @@ class RedisClaims:
     def started(self, call: Call, token: str) -> None:
         pass  # the row is opened as running
 
-    def released(self, call: Call, token: str) -> None:
-        self._store.release(call.ctx.execution_id, token)
+    def released(self, call: Call, token: str, *, counted: bool = True) -> None:
+        self._store.release(call.ctx.execution_id, token, counted=counted)
         self._writer.released(call.ctx.execution_id, token)
 
     async def finish(self, record: FinishRecord) -> None:
@@ -280,6 +281,12 @@ class ClaimMiddleware:
             self.claims.started(call, token)
         try:
             return await call_next(call)
+        except Defer:
+            # Deferred by a layer inside (a limit): the function never started, so this was no
+            # attempt. Give the lease back uncounted: the redelivery runs as this attempt.
+            if claimed:
+                self.claims.released(call, token, counted=False)
+            raise
         except (Retry, asyncio.CancelledError):
             # Not answered: give the lease back so the redelivery may run at once.
             if claimed:

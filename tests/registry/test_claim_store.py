@@ -164,6 +164,29 @@ async def test_a_release_gives_the_claim_back_at_once(
     assert (await a.claim("x", "ta3", 60, 1)).attempt == 3
 
 
+async def test_an_uncounted_release_gives_the_next_claim_the_same_attempt(
+    make_store: StoreFactory, redis: Redis, prefix: str
+) -> None:
+    # A deferral (a limit said "not yet") gives the claim back before the function started:
+    # however often that happens, the run that finally starts is still the same attempt.
+    a, b = make_store("fleet-ai/a/1"), make_store("fleet-ai/b/2")
+    for owner, token in [(a, "t1"), (b, "t2"), (a, "t3"), (a, "t4")]:
+        claim = await owner.claim("x", token, 60, 1)
+        assert (claim.won, claim.attempt, claim.taken_over) == (True, 1, False)
+        owner.release("x", token, counted=False)
+        await owner.close()
+    assert await raw(redis, prefix, "x") == b"c0|0|t4|fleet-ai/a/1"
+    # A counted release (the function ran and asked for a retry) still moves to the next one,
+    # and deferrals after it keep that one.
+    assert (await b.claim("x", "t5", 60, 1)).attempt == 1
+    b.release("x", "t5")
+    await b.close()
+    assert (await a.claim("x", "t6", 60, 1)).attempt == 2
+    a.release("x", "t6", counted=False)
+    await a.close()
+    assert (await b.claim("x", "t7", 60, 1)).attempt == 2
+
+
 # ---------------------------------------------------------------------- stored results
 async def test_a_stored_result_answers_every_later_claim(
     make_store: StoreFactory, redis: Redis, prefix: str

@@ -76,7 +76,16 @@ async def test_claims_and_finishes_respect_the_lease(pool: Any) -> None:
         await b.finish(finish("other", "completed", None))  # a flush after the release
         released = await a.claim(Claim(id="z", token="tz2", slug="system/echo", lease_seconds=60))
         assert released.won
+        assert not released.taken_over
         assert await pool.fetchval("SELECT attempt FROM function_executions WHERE id = 'z'") == 2
+        # An uncounted release (a deferral: the function never started) is no attempt: the
+        # next claim is the same attempt again, however many deferrals came before.
+        for token in ("tz3", "tz4"):
+            a.released("z", "tz2" if token == "tz3" else "tz3", counted=False)
+            await a.finish(finish("other", "completed", None))  # a flush after the release
+            again = await a.claim(Claim(id="z", token=token, slug="system/echo", lease_seconds=60))
+            assert (again.won, again.taken_over) == (True, False)
+            assert await pool.fetchval("SELECT attempt FROM function_executions WHERE id = 'z'") == 2
     finally:
         await a.close()
         await b.close()
