@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -45,7 +46,9 @@ def browser() -> Iterator[WebDriver]:
 
 
 def _wait(driver: WebDriver, seconds: float = 20) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, seconds)
+    # A page that reloads (a form saved, a toggle posted) replaces the elements a condition
+    # holds: a stale one means "not yet", not a failure.
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def _set(driver: WebDriver, element_id: str, value: str) -> None:
