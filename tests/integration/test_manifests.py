@@ -554,7 +554,7 @@ def test_deployments_follow_the_declaration(kustomized: dict[str, list[Doc]]) ->
 
 
 def test_configmap_holds_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    (cm,) = _by_kind(_repo_docs("deploy/base"), "ConfigMap").values()
+    cm = _by_kind(_repo_docs("deploy/base"), "ConfigMap")["fleet-settings"]
     fields = {f"FLEET_{name.upper()}" for name in Settings.model_fields}
     fleet = {k: v for k, v in cm["data"].items() if k.startswith("FLEET_")}
     assert set(fleet) <= fields, set(fleet) - fields

@@ -35,6 +35,15 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def _literal_multiline(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # A multi-line value (the dashboard's JSON, a script) reads as a block, not one quoted line.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _literal_multiline)
+
+
 def _comment_lines(text: str, indent: str) -> list[str]:
     width = _WIDTH - len(indent) - 2
     return [f"{indent}# {line}" for line in textwrap.wrap(text, width, break_on_hyphens=False)]

@@ -59,6 +59,9 @@ class Platform:
         pod_monitor_labels: extra labels on the PodMonitors, for a Prometheus whose
             ``podMonitorSelector`` wants them (kube-prometheus-stack: ``release: <name>``).
         scrape_interval / scrape_timeout: how often and how long Prometheus scrapes a worker.
+        grafana_dashboard_label / grafana_folder: the label the Grafana sidecar looks for on
+            dashboard ConfigMaps (kube-prometheus-stack: ``grafana_dashboard: "1"``) and the
+            folder it files the fleet's dashboard in.
         trace_sampling_rate also feeds ``OTEL_TRACES_SAMPLER_ARG``: the worker samples root
             spans at the rate daprd does and follows daprd's decision otherwise.
         argocd_namespace: where Argo CD's Applications live.
@@ -97,6 +100,8 @@ class Platform:
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()
     scrape_interval: str = "30s"
     scrape_timeout: str = "10s"
+    grafana_dashboard_label: tuple[str, str] = ("grafana_dashboard", "1")
+    grafana_folder: str = "Function Fleet"
     argocd_namespace: str = "argocd"
     clusters: tuple[tuple[str, str], ...] = (
         ("dev", "https://dev.k8s.example.com"),

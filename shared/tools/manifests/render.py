@@ -28,7 +28,7 @@ from typing import Any
 from shared.domains import DOMAINS, EGRESS_POLICIES, Domain
 from shared.errors import ConfigError
 from shared.settings import Settings
-from shared.tools.manifests import gitops, monitoring
+from shared.tools.manifests import dashboard, gitops, monitoring
 from shared.tools.manifests.model import HEADER, Document, Manifest, Platform, RenderedFile
 from shared.tools.manifests.model import labels as _labels
 from shared.tools.manifests.model import meta as _meta
@@ -977,6 +977,7 @@ def _base(settings: Settings, domains: Sequence[Domain], p: Platform) -> list[Re
         *(_deployment(settings, d, p) for d in domains),
         _network_policies(settings, domains, p),
         monitoring.pod_monitors(settings, domains, p),
+        dashboard.dashboard_configmap(settings, p),
         _streams_init_job(settings, domains, p),
     ]
     present = [f for f in files if f is not None]
