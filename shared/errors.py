@@ -200,11 +200,14 @@ class Defer(Retry):
     elsewhere, or a function over its concurrency or rate limit. Redelivered later like
     :class:`Retry`, but the deferral does not count toward ``FLEET_MAX_DELIVERIES`` (a request
     is never dead-lettered for waiting). ``delay``: redeliver no sooner than this many seconds
-    from now, where the transport can (Redis Streams; Dapr redelivers as it always does)."""
+    from now, where the transport can (Redis Streams; Dapr redelivers as it always does).
+    ``cause``: what it waits for, in a word (the ``reason`` label of ``fleet_deferrals_total``:
+    ``concurrency_limit``, ``rate_limit``, ``limits_unavailable``, ``duplicate_running``, ...)."""
 
-    def __init__(self, reason: str = "deferred", *, delay: float | None = None) -> None:
+    def __init__(self, reason: str = "deferred", *, delay: float | None = None, cause: str = "other") -> None:
         super().__init__(reason)
         self.delay = delay
+        self.cause = cause
 
 
 class Drop(ControlSignal):

@@ -104,17 +104,22 @@ class LimitsMiddleware:
             if not self._outage_logged:
                 self._outage_logged = True
                 log.warning("cannot check limits; deferring limited executions", error=str(exc))
-            raise Defer(f"limits unavailable: {exc}", delay=UNAVAILABLE_WAIT) from None
+            raise Defer(
+                f"limits unavailable: {exc}", delay=UNAVAILABLE_WAIT, cause="limits_unavailable"
+            ) from None
         self._outage_logged = False
         execution_id = call.ctx.execution_id
         if not admission.admitted:
             if admission.wait > 0:
                 raise Defer(
-                    f"rate limit of {spec.slug}: next start in {admission.wait:.3f}s", delay=admission.wait
+                    f"rate limit of {spec.slug}: next start in {admission.wait:.3f}s",
+                    delay=admission.wait,
+                    cause="rate_limit",
                 )
             raise Defer(
                 f"{spec.slug} is at max_concurrency {spec.max_concurrency}",
                 delay=self._slot_wait(execution_id),
+                cause="concurrency_limit",
             )
         self._waits.pop(execution_id, None)
         if running is None:

@@ -249,7 +249,9 @@ class ClaimMiddleware:
         execution_id = call.ctx.execution_id
         if execution_id in self._running:
             self.deferred += 1
-            raise Defer(f"execution {execution_id} is already running in this worker")
+            raise Defer(
+                f"execution {execution_id} is already running in this worker", cause="duplicate_running"
+            )
         token = next(self._tokens)
         # Taken before the first await: a duplicate arriving meanwhile sees it at once.
         self._running.add(execution_id)
@@ -272,7 +274,10 @@ class ClaimMiddleware:
                     self.answered += 1
                     return Answer(claim.result)
                 self.deferred += 1
-                raise Defer(f"execution {execution_id} is already running elsewhere ({claim.lease_owner})")
+                raise Defer(
+                    f"execution {execution_id} is already running elsewhere ({claim.lease_owner})",
+                    cause="duplicate_running",
+                )
             if claim.taken_over:
                 log.info("took over an expired claim", execution_id=execution_id, function=call.spec.slug)
             call.state[CLAIM_ATTEMPT] = claim.attempt

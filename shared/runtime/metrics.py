@@ -34,6 +34,7 @@ from shared.contract import ErrorCode
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
+    "DEFERRAL_REASONS",
     "EXECUTION_OUTCOMES",
     "MAX_FUNCTIONS",
     "OTHER",
@@ -83,6 +84,10 @@ CLAIM_BUCKETS: tuple[float, ...] = (
 #: ``outcome`` of ``fleet_executions_total``: completed, the control signals, the contract's codes.
 EXECUTION_OUTCOMES: frozenset[str] = frozenset(
     {"completed", "retry", "defer", "drop", OTHER, *(str(code) for code in ErrorCode)}
+)
+#: ``reason`` of ``fleet_deferrals_total``: what a deferred call waits for (``Defer.cause``).
+DEFERRAL_REASONS: frozenset[str] = frozenset(
+    {"concurrency_limit", "rate_limit", "limits_unavailable", "duplicate_running", OTHER}
 )
 #: Distinct ``function`` label values kept; later functions are counted as ``other``.
 MAX_FUNCTIONS = 500
@@ -155,6 +160,7 @@ class Metrics:
         self.provider_calls: dict[tuple[str, str], int] = defaultdict(int)  # (provider, class)
         self._providers: dict[str, None] = {}
         self.ssrf_refusals: dict[str, int] = {}  # reason -> count
+        self.deferrals: dict[str, int] = defaultdict(int)  # reason -> count
         self._claim_calls: dict[str, _Histogram] = {}
         self._gauges: list[tuple[str, str, str, GaugeReader]] = []
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
@@ -180,6 +186,11 @@ class Metrics:
 
     def count_delivery(self, outcome: str, n: int = 1) -> None:
         self.deliveries[outcome] += n
+
+    def count_deferral(self, reason: str) -> None:
+        """One call deferred (not run now, not counted as a delivery), by what it waits for
+        (one of :data:`DEFERRAL_REASONS`; anything else counts as ``other``)."""
+        self.deferrals[reason if reason in DEFERRAL_REASONS else OTHER] += 1
 
     # ------------------------------------------------------------------ extensions
     def count_provider_call(self, provider: str, status: int | None) -> None:
@@ -260,6 +271,12 @@ class Metrics:
         yield calls
         yield _counter(
             "fleet_ssrf_refusals", "Destinations refused by the HTTP policy.", ["reason"], self.ssrf_refusals
+        )
+        yield _counter(
+            "fleet_deferrals",
+            "Calls deferred (left for later, not counted as a delivery), by what they wait for.",
+            ["reason"],
+            self.deferrals,
         )
         claims = HistogramMetricFamily(
             "fleet_claim_store_call_seconds",

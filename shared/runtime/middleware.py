@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import ControlSignal, ExecutionFailed, ExecutionTimeout, InvalidInput
+from shared.errors import ControlSignal, Defer, ExecutionFailed, ExecutionTimeout, InvalidInput
 from shared.functions import ExecutionContext, FunctionSpec
 from shared.runtime.envelope import RequestEvent, violations
 from shared.runtime.metrics import Metrics
@@ -217,7 +217,9 @@ class InputValidationMiddleware:
 class LoggingMiddleware:
     """One log line per failed execution (``info``) and per completion (``debug``).
 
-    Control signals (retry/drop) are logged as what they are, never as errors; unexpected
+    Control signals (retry/drop) are logged as what they are, never as errors; a deferral (a
+    call waiting for a limit or for its duplicate to finish) only at ``debug``: under load a
+    limited function is deferred over and over, and ``fleet_deferrals_total`` counts it. Unexpected
     exceptions are logged with their traceback here, once, before the runtime turns them into
     ``handler_error``.
     """
@@ -248,6 +250,18 @@ class LoggingMiddleware:
                 attempt=call.ctx.attempt,
             )
             raise
+        except Defer as signal:
+            if self._debug:
+                self._log.debug(
+                    "execution deferred",
+                    execution_id=call.ctx.execution_id,
+                    function=call.spec.slug,
+                    cause=signal.cause,
+                    reason=str(signal),
+                    delay=signal.delay,
+                    attempt=call.ctx.attempt,
+                )
+            raise
         except ControlSignal as signal:
             self._log.info(
                 "execution deferred",
@@ -272,7 +286,8 @@ class LoggingMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts executions by function and outcome and observes their duration."""
+    """Counts executions by function and outcome and observes their duration; deferrals also by
+    what they wait for (``fleet_deferrals_total``)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -286,6 +301,8 @@ class MetricsMiddleware:
             raise
         except ControlSignal as signal:
             outcome = type(signal).__name__.lower()
+            if isinstance(signal, Defer):
+                self._metrics.count_deferral(signal.cause)
             raise
         except BaseException:
             outcome = "handler_error"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from shared.runtime.metrics import EXECUTION_OUTCOMES, OTHER, Metrics, status_class
+from shared.runtime.metrics import DEFERRAL_REASONS, EXECUTION_OUTCOMES, OTHER, Metrics, status_class
 from tests.observability import parse
 
 
@@ -43,6 +43,20 @@ def test_hostile_label_values_are_escaped_by_the_library() -> None:
     assert "fleet_fake" not in names
     assert samples[("fleet_provider_http_calls_total", (("provider", hostile), ("status_class", "2xx")))] == 1
     assert samples[("fleet_ssrf_refusals_total", (("reason", hostile),))] == 1
+
+
+def test_deferrals_are_counted_by_a_fixed_set_of_reasons() -> None:
+    metrics = Metrics()
+    for reason in ("rate_limit", "rate_limit", "concurrency_limit", "a reason of its own"):
+        metrics.count_deferral(reason)
+    _, samples = parse(metrics.render().decode())
+    reasons = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "fleet_deferrals_total"
+    }
+    assert reasons == {"rate_limit": 2, "concurrency_limit": 1, OTHER: 1}
+    assert set(reasons) <= DEFERRAL_REASONS
 
 
 def test_provider_and_refusal_labels_are_bounded() -> None:
