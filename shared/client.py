@@ -6,29 +6,44 @@
         execution_id = await fleet.publish("slack/send-message", {"channel": "#ops", ...})
         result = await fleet.invoke("system/echo", {"hello": "world"}, timeout=10)
         assert result.status == "completed"
+        result = await fleet.call("system/echo", {"hello": "world"})  # POST /execute, no stream
 
 One results reader per client serves every waiter: it ``XREAD``s ``functions.results`` from the
 position the stream had when the client opened, and resolves the waiter whose execution id the
 result names. Requests are routed to their domain's topic by the function table (the registry,
 from the registry issue on); functions every domain serves (``system/*``) go to
 ``DEFAULT_DIAGNOSTIC_DOMAIN`` unless a domain is given.
+
+:meth:`FleetClient.call` is the synchronous path: ``POST /execute`` to a live worker of the
+function's domain, found in the workers' published addresses (``shared.discovery``), with the
+pub/sub path as the fallback when none answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import uuid
 from dataclasses import dataclass
 from typing import Any, Self
 
+import aiohttp
 import orjson
 import structlog
 from redis.asyncio import Redis
 
 from shared.backoff import REDIS_RECONNECT, Backoff
 from shared.contract import ExecutionResult
-from shared.discovery import where_we_looked, with_running_fleet
+from shared.discovery import live_endpoints, where_we_looked, with_running_fleet
 from shared.domains import DOMAINS, get_domain, routed_domain
-from shared.errors import ConfigError, ExecutionTimeout, UnknownFunction
+from shared.errors import (
+    ConfigError,
+    ExecutionTimeout,
+    InvalidEvent,
+    PayloadTooLarge,
+    TransportError,
+    UnknownFunction,
+)
 from shared.functions import BUILTINS, FunctionTable, canonical_slug
 from shared.runtime.envelope import encode_request
 from shared.settings import Settings
@@ -118,6 +133,7 @@ class FleetClient:
         #: execution id → (topic, stream entry id) of requests this client published.
         self._entries: dict[str, tuple[str, str]] = {}
         self._closing = False
+        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -141,6 +157,9 @@ class FleetClient:
         for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._owns_redis:
             await self._redis.aclose()
 
@@ -296,6 +315,118 @@ class FleetClient:
         if future is None:
             future = self._waiter(execution_id)
         return await self._await(execution_id, future, timeout)
+
+    async def call(
+        self,
+        slug: str,
+        input: dict[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        domain: str | None = None,
+        execution_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        workflow_execution_id: str | None = None,
+        node_id: str | None = None,
+        timeout_seconds: float | None = None,
+        traceparent: str | None = None,
+        fallback: bool = True,
+    ) -> ExecutionResult:
+        """Run ``slug`` synchronously: ``POST /execute`` to a live worker of its domain (the
+        addresses workers publish, ``shared.discovery``; tried in random order) and return the
+        result it answers, completed or failed. Nothing goes through the request stream.
+
+        A worker that cannot be reached or answers 503 (draining) is skipped. When none is left
+        (a domain scaled to zero by ``fleet up``, workers without a probe port), the request is
+        published and awaited like :meth:`invoke` with the same execution id, which also wakes
+        the domain; ``fallback=False`` raises :class:`~shared.errors.TransportError` instead.
+        Workers with ``FLEET_APP_API_TOKEN`` get this client's ``FLEET_APP_API_TOKEN``.
+
+        Raises :class:`~shared.errors.ExecutionTimeout` when no answer came within ``timeout``
+        (the call may still run: calling again with its execution id returns its result, with
+        the registry), :class:`~shared.errors.InvalidEvent` for a request the worker cannot read
+        (400), :class:`~shared.errors.ConfigError` for a refused token (401/403).
+        """
+        topic = await self.route(slug, domain)
+        target = topic.removeprefix(self.settings.topic_prefix)
+        execution_id = execution_id or str(uuid.uuid4())
+        body: dict[str, Any] = {"function": slug, "input": input or {}, "execution_id": execution_id}
+        optional = {
+            "context": context,
+            "workflow_execution_id": workflow_execution_id,
+            "node_id": node_id,
+            "timeout_seconds": timeout_seconds,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        headers = {"Content-Type": "application/json"}
+        if self.settings.app_api_token:
+            headers["dapr-api-token"] = self.settings.app_api_token
+        if traceparent:
+            headers["traceparent"] = traceparent
+        async with redis_errors_as_transport("reading the workers' addresses"):
+            urls = await live_endpoints(self._redis, self.settings, target)
+        random.shuffle(urls)
+        payload = orjson.dumps(body)
+        for url in urls:
+            result = await self._post_execute(url, payload, headers, timeout, slug, execution_id)
+            if result is not None:
+                return result
+        if not fallback:
+            raise TransportError(f"no live worker of domain {target!r} answered POST /execute")
+        log.debug("no worker answered POST /execute; publishing instead", domain=target, tried=len(urls))
+        return await self.invoke(
+            slug,
+            input,
+            timeout=timeout,
+            domain=domain,
+            execution_id=execution_id,
+            **{k: v for k, v in {**optional, "traceparent": traceparent}.items() if v is not None},
+        )
+
+    async def _post_execute(
+        self, url: str, payload: bytes, headers: dict[str, str], timeout: float, slug: str, execution_id: str
+    ) -> ExecutionResult | None:
+        """The result ``url`` answered, or ``None`` when it was not reached or is draining."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        try:
+            async with self._http.post(
+                f"{url}/execute",
+                data=payload,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                status, answer = response.status, await response.read()
+        except aiohttp.ClientConnectorError:
+            return None  # never reached: nothing ran there
+        except TimeoutError:
+            raise ExecutionTimeout(
+                f"no answer for {execution_id} from {url} within {timeout:g}s", execution_id=execution_id
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"POST {url}/execute failed: {exc!r}") from exc
+        if status == 200:
+            data = orjson.loads(answer)
+            data.pop("success", None)  # the origin's flag; the result model has `status`
+            return ExecutionResult.model_validate(data)
+        if status == 503:
+            return None
+        text = answer.decode(errors="replace")[:500]
+        if status == 400:
+            error = orjson.loads(answer).get("error") or {}
+            raise InvalidEvent(
+                str(error.get("message") or text),
+                details=error.get("details"),
+                execution_id=execution_id,
+                slug=slug,
+            )
+        if status in (401, 403):
+            raise ConfigError(
+                f"{url}/execute refused the call (HTTP {status}: {text}); "
+                "set FLEET_APP_API_TOKEN to the workers' token"
+            )
+        if status == 413:
+            raise PayloadTooLarge(f"{url}/execute: {text}", execution_id=execution_id, slug=slug)
+        raise TransportError(f"{url}/execute answered HTTP {status}: {text}")
 
     async def wait(self, execution_id: str, timeout: float = 30.0) -> ExecutionResult:
         """Wait for the result of a request published after this client opened."""

@@ -33,6 +33,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from shared.discovery import endpoints_key
 from shared.runtime.extension import BaseExtension, WorkerContext
 from shared.runtime.metrics import CONTENT_TYPE, Metrics
 from shared.runtime.sync import EXECUTE_ROUTE, SyncCalls, execute_route
@@ -46,11 +47,6 @@ log = structlog.get_logger("fleet.probes")
 BACKLOG_INTERVAL = 5.0
 #: Seconds between two refreshes of the published address; it expires after three missed ones.
 PUBLISH_INTERVAL = 10.0
-
-
-def endpoints_key(settings: Settings) -> str:
-    """The Redis hash of the metrics addresses of a fleet's workers (field: consumer name)."""
-    return f"{settings.group_prefix}endpoints"
 
 
 class BacklogReader:

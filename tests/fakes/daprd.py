@@ -795,6 +795,10 @@ class FakeDaprd:
                     for k, v in response.headers.items()
                     if k.lower() not in _HOP_BY_HOP and k.lower() not in ("date", "server")
                 }
+                # daprd answers with the app's content type (it is hop-by-hop only for the body
+                # this fake re-frames, not for what the caller reads).
+                if "Content-Type" in response.headers:
+                    reply_headers["Content-Type"] = response.headers["Content-Type"]
         except (aiohttp.ClientError, OSError) as exc:
             call.error = repr(exc)
             return _invoke_error(f"cannot reach the app: {exc!r}")

@@ -11,7 +11,7 @@ import click
 from shared.client import FleetClient
 from shared.contract import ExecutionResult
 from shared.domains import DOMAINS
-from shared.errors import ExecutionTimeout, TransportError, UnknownFunction
+from shared.errors import ExecutionFailed, ExecutionTimeout, TransportError, UnknownFunction
 from shared.tools.cli.common import EXIT_FAILED, echo_json, make_settings, resolve_broker, run
 from shared.tools.cli.options import home_option, redis_url_option
 from shared.transports.redis import cancel_and_wait
@@ -117,6 +117,14 @@ async def _show_progress(client: FleetClient, execution_id: str) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, envvar="FLEET_JSON", show_envvar=True, help="Print the result as JSON."
 )
+@click.option(
+    "--sync",
+    is_flag=True,
+    envvar="FLEET_INVOKE_SYNC",
+    show_envvar=True,
+    help="Call a running worker of the function's domain (POST /execute) instead of publishing; "
+    "published as usual when none is running.",
+)
 @redis_url_option
 @home_option
 def invoke(
@@ -125,6 +133,7 @@ def invoke(
     domain: str | None,
     timeout: float,
     as_json: bool,
+    sync: bool,
     redis_url: str | None,
     home: str | None,
 ) -> None:
@@ -132,12 +141,18 @@ def invoke(
     within --timeout (the request may still run).
 
     While it waits, what the fleet records about the request is shown on stderr as it changes:
-    queued, running (attempt n of m), retrying with the reason, dead-lettered.
+    queued, running (attempt n of m), retrying with the reason, dead-lettered. With --sync the
+    answer comes back on the call itself (no progress lines).
     """
     settings = resolve_broker(make_settings(redis_url=redis_url, home=home))
 
     async def main() -> ExecutionResult | ExecutionTimeout:
         async with FleetClient(settings=settings) as client:
+            if sync:
+                try:
+                    return await client.call(slug, input_, domain=domain, timeout=timeout)
+                except ExecutionTimeout as exc:
+                    return exc
             execution_id = await client.publish(slug, input_, domain=domain)
             watcher = asyncio.create_task(_show_progress(client, execution_id))
             try:
@@ -149,8 +164,10 @@ def invoke(
 
     try:
         outcome = run(main())
-    except UnknownFunction as exc:
+    except ExecutionFailed as exc:  # an unknown function; with --sync, a request refused as unusable
         click.echo(f"failed: {exc.code}: {exc.message}", err=True)
+        if exc.details is not None:
+            echo_json(exc.details)
         raise SystemExit(EXIT_FAILED) from None
     if isinstance(outcome, ExecutionTimeout):
         if as_json:
