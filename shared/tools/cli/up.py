@@ -6,6 +6,11 @@ Likewise an embedded PostgreSQL when no ``FLEET_DATABASE_URL`` is set (registry 
 migrated and built-ins synced before the workers start).
 Writes ``$FLEET_HOME/up.json`` so `fleet invoke` & co. in another terminal find the broker
 and the database.
+Serves the web console (``shared/tools/console``) on ``FLEET_UI_HOST``:``FLEET_UI_PORT`` (any
+free port when that one is taken), its address printed and recorded in up.json as ``ui_url``;
+``--no-ui`` / ``FLEET_UI=false`` leaves it out.
+With its embedded database and no ``FLEET_SECRETS_KEY``, keeps the secret store's key in
+``$FLEET_HOME/secrets.key`` (created once, mode 0600), which its workers and the CLI read.
 Ctrl-C / SIGTERM drains every worker, stops the broker, removes the state file, exits 0.
 """
 
@@ -24,6 +29,7 @@ import click
 
 from shared.backoff import Backoff
 from shared.domains import DOMAINS, get_domain
+from shared.errors import ConfigError
 from shared.settings import Settings
 from shared.tools.cli.common import make_settings, read_up_state
 from shared.tools.cli.db import database_option
@@ -95,6 +101,14 @@ def _run_detached_supervisor() -> int:
     "worker per domain all the time.",
 )
 @click.option(
+    "--ui/--no-ui",
+    default=None,
+    envvar="FLEET_UI",
+    show_envvar=True,
+    help="Serve the web console too (default), on FLEET_UI_HOST:FLEET_UI_PORT; its address is "
+    "printed and recorded in up.json.",
+)
+@click.option(
     "--shutdown-timeout",
     type=float,
     envvar="FLEET_SHUTDOWN_TIMEOUT",
@@ -107,6 +121,7 @@ def up(
     home: str | None,
     domains: tuple[str, ...],
     autoscale: bool | None,
+    ui: bool | None,
     shutdown_timeout: float | None,
 ) -> None:
     """Run the fleet locally: broker and database (embedded unless configured) and every
@@ -119,7 +134,16 @@ def up(
         home=home,
         shutdown_timeout=shutdown_timeout,
         autoscale=autoscale,
+        ui=ui,
     )
+    if settings.ui:
+        from shared.tools.console.security import check_bind
+
+        token = settings.ui_token.get_secret_value() if settings.ui_token is not None else None
+        try:
+            check_bind(settings.ui_host, token)
+        except ConfigError as exc:
+            raise click.UsageError(f"{exc} (or run `fleet up --no-ui`)") from None
     settings.home.mkdir(parents=True, exist_ok=True)
     existing = read_up_state(settings.home)
     if existing is not None:
@@ -137,6 +161,7 @@ def up(
         if not settings.database_url:
             database = EmbeddedDatabase(settings.home / "postgres")
             settings = settings.model_copy(update={"database_url": database.start()})
+            _local_secrets_key(settings)
         asyncio.run(_prepare_database(settings))
         asyncio.run(
             _supervise(
@@ -154,6 +179,21 @@ def up(
         if broker is not None:
             broker.stop()
     click.echo("fleet stopped", err=True)
+
+
+def _local_secrets_key(settings: Settings) -> None:
+    """With the embedded database and no FLEET_SECRETS_KEY: the key file under FLEET_HOME, so
+    `fleet secrets set` works on a laptop with nothing configured."""
+    from shared.registry.secret_keys import ensure_key_file
+
+    if settings.secrets_key is not None:
+        return
+    path, created = ensure_key_file(settings)
+    click.echo(
+        f"secrets: key {'created' if created else 'kept'} in {path} (mode 0600; FLEET_SECRETS_KEY "
+        "overrides it); store credentials with `fleet secrets set NAME`",
+        err=True,
+    )
 
 
 async def _prepare_database(settings: Settings) -> None:
@@ -200,13 +240,32 @@ async def _supervise(
         # passes every second here (the cluster keeps FLEET_REDELIVER_INTERVAL).
         env["FLEET_REDELIVER_INTERVAL"] = str(min(settings.redeliver_interval, 1.0))
     where = f"embedded, data in {settings.home / 'valkey'}" if embedded else "external"
+    console = await _start_console(settings.model_copy(update={"redis_url": url})) if settings.ui else None
+    ui_url = console[1] if console is not None else None
     try:
         if autoscale:
-            await _autoscaled(settings, url, domains, env, embedded, where, stop)
+            await _autoscaled(settings, url, domains, env, embedded, where, stop, ui_url)
         else:
-            await _one_per_domain(settings, url, domains, env, embedded, where, stop)
+            await _one_per_domain(settings, url, domains, env, embedded, where, stop, ui_url)
     finally:
         orphan_watch.cancel()
+        if console is not None:
+            await console[0].cleanup()
+
+
+async def _start_console(settings: Settings) -> tuple[Any, str]:
+    """Serve the console in this process (the supervisor's event loop); its runner and address.
+    A taken port is not worth failing the fleet for: any free one is used instead."""
+    from shared.tools.console.serve import start_console
+
+    try:
+        return await start_console(settings, local=True)
+    except OSError as exc:
+        if settings.ui_port == 0:
+            raise
+        runner, url = await start_console(settings, port=0, local=True)
+        click.echo(f"console: port {settings.ui_port} is taken ({exc.strerror}); serving on {url}", err=True)
+        return runner, url
 
 
 def _free_port(host: str) -> int:
@@ -249,6 +308,7 @@ async def _autoscaled(
     embedded: bool,
     where: str,
     stop: asyncio.Event,
+    ui_url: str | None = None,
 ) -> None:
     from shared.tools.scaling.autoscaler import Autoscaler
     from shared.transports.redis import connect
@@ -259,7 +319,7 @@ async def _autoscaled(
 
     def changed() -> None:
         if scaler is not None:
-            _write_state(settings, url, scaler.processes(), embedded, urls)
+            _write_state(settings, url, scaler.processes(), embedded, urls, ui_url)
 
     async def spawn(domain: str, consumer: str) -> Any:
         return await _spawn_worker(env, domain, consumer, urls)
@@ -278,6 +338,7 @@ async def _autoscaled(
             f"fleet up: broker {url} ({where}); workers start when requests arrive\n"
             + "".join(lines)
             + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
+            + _console_line(ui_url)
             + "watch: fleet status --watch\n"
             + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
             err=True,
@@ -296,6 +357,7 @@ async def _one_per_domain(
     embedded: bool,
     where: str,
     stop: asyncio.Event,
+    ui_url: str | None = None,
 ) -> None:
     procs: dict[str, asyncio.subprocess.Process] = {}
     # Deterministic (the delay is printed); each domain's crashes wait longer and longer.
@@ -310,11 +372,12 @@ async def _one_per_domain(
 
     for domain in domains:
         await spawn(domain)
-    _write_state(settings, url, state(), embedded, urls)
+    _write_state(settings, url, state(), embedded, urls, ui_url)
     click.echo(
         f"fleet up: broker {url} ({where}); one worker per domain (--no-autoscale)\n"
         + "".join(f"  worker {d:<10} pid {procs[d].pid}  topic {settings.topic_for(d)}\n" for d in domains)
         + f"  results on {settings.results_topic}; state in {settings.state_file}\n"
+        + _console_line(ui_url)
         + 'try:  fleet invoke system/echo --input \'{"hello": "world"}\'   (Ctrl-C stops)',
         err=True,
     )
@@ -338,7 +401,7 @@ async def _one_per_domain(
             await asyncio.sleep(delay)
             if not stop.is_set():
                 await spawn(domain)
-                _write_state(settings, url, state(), embedded, urls)
+                _write_state(settings, url, state(), embedded, urls, ui_url)
     click.echo("draining workers...", err=True)
     for proc in procs.values():
         if proc.returncode is None:
@@ -353,12 +416,17 @@ async def _one_per_domain(
         await asyncio.gather(*(p.wait() for p in procs.values()))
 
 
+def _console_line(ui_url: str | None) -> str:
+    return f"  console: {ui_url}\n" if ui_url else ""
+
+
 def _write_state(
     settings: Settings,
     url: str,
     workers: dict[str, dict[str, int]],
     embedded: bool,
     urls: dict[str, str] | None = None,
+    ui_url: str | None = None,
 ) -> None:
     running = {consumer for by_consumer in workers.values() for consumer in by_consumer}
     state = {
@@ -372,6 +440,8 @@ def _write_state(
         "workers": workers,
         # Consumer name -> its /healthz, /readyz and /metrics (FLEET_METRICS_PORT per process).
         "metrics": {c: u for c, u in (urls or {}).items() if c in running},
+        # The web console this process serves (None: `--no-ui`).
+        "ui_url": ui_url,
         "started_at": time.time(),
     }
     tmp = settings.state_file.with_suffix(".tmp")

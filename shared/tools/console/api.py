@@ -164,6 +164,23 @@ async def redrive(request: web.Request) -> web.StreamResponse:
     return web.json_response(report)
 
 
+async def list_secrets(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await service.secrets(request.app[CONSOLE]))
+
+
+async def put_secret(request: web.Request) -> web.StreamResponse:
+    body = _object(await _body(request))
+    unknown = set(body) - {"value"}
+    if unknown or "value" not in body:
+        raise BadInput('send {"value": "<the secret>"}', "value")
+    saved = await service.set_secret(request.app[CONSOLE], request.match_info["name"], body["value"])
+    return web.json_response(saved, status=201 if saved["created"] else 200)
+
+
+async def delete_secret(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await service.delete_secret(request.app[CONSOLE], request.match_info["name"]))
+
+
 FUNCTION = "/api/v1/functions/{plugin}/{action}"
 
 
@@ -185,6 +202,9 @@ def add_routes(app: web.Application) -> None:
         ("GET", "/api/v1/dead-letters", dead_letters),
         ("GET", "/api/v1/dead-letters/{domain}/{id}", dead_letter),
         ("POST", "/api/v1/dead-letters/{domain}/redrive", redrive),
+        ("GET", "/api/v1/secrets", list_secrets),
+        ("PUT", "/api/v1/secrets/{name}", put_secret),
+        ("DELETE", "/api/v1/secrets/{name}", delete_secret),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, guarded(handler))

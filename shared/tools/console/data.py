@@ -250,21 +250,45 @@ async def function_detail(
     return function
 
 
-async def credential_status(keys: list[str], settings: Settings) -> list[dict[str, Any]]:
-    """Whether each key resolves on this machine (its sources, as a worker here would use them);
-    values are looked up and dropped, never returned."""
+async def credential_status(keys: list[str], settings: Settings, pool: Any = None) -> list[dict[str, Any]]:
+    """Per key: whether it resolves on this machine, through which source (the sources a worker
+    here would use, the secret store in ``pool``'s database last), and whether the store holds
+    it. Values are looked up and dropped, never returned."""
     from shared.credentials import CredentialResolver
+    from shared.errors import ExecutionFailed
+    from shared.registry.secrets import DatabaseSecretSource, SecretStore
 
     if not keys:
         return []
-    resolver = CredentialResolver.from_settings(settings)
+    store = DatabaseSecretSource(settings.model_copy(update={"secrets_cache_ttl": 0}), lambda: pool)
+    resolver = CredentialResolver.from_settings(settings, store=store if pool is not None else None)
+    stored: set[str] | None = None
+    if pool is not None:
+        try:
+            stored = await SecretStore(pool, None, settings).stored(keys)
+        except Exception:  # an older schema or an outage: the store's part is unknown
+            stored = None
+    out = []
     try:
-        _, missing = await resolver.resolve(keys)
-    except Exception:  # a source that cannot answer (no sidecar): unknown, not an error page
-        return [{"name": k, "resolves": None} for k in keys]
+        for key in keys:
+            status: dict[str, Any] = {"name": key, "resolves": False, "source": None, "problem": None}
+            for source in resolver.sources:
+                try:
+                    value = await source.get(key)
+                except ExecutionFailed as exc:  # stored but not decryptable here: says why
+                    status.update(resolves=False, problem=exc.message)
+                    break
+                except Exception:  # a source that cannot answer (no sidecar): unknown, not an error
+                    status.update(resolves=None)
+                    break
+                if value:
+                    status.update(resolves=True, source=source.name)
+                    break
+            status["stored"] = None if stored is None else key in stored
+            out.append(status)
     finally:
         await resolver.close()
-    return [{"name": k, "resolves": k not in missing} for k in keys]
+    return out
 
 
 def percentile(values: list[float], p: float) -> float | None:

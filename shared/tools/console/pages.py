@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -73,6 +73,11 @@ async def _function_context(request: web.Request, slug: str) -> dict[str, Any]:
         "errors": {},
         "editable": EDITABLE,
         "saved": request.query.get("saved"),
+        "secret_done": (
+            {"name": request.query.get("secret"), "did": request.query.get("did")}
+            if request.query.get("secret") and request.query.get("did") in ("set", "deleted")
+            else None
+        ),
     }
 
 
@@ -183,6 +188,23 @@ async def redrive(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/dead-letters?domain={quote(domain)}")
 
 
+async def set_secret(request: web.Request) -> web.StreamResponse:
+    """The write-only field of a function page's credentials: store, then back to the page."""
+    form = await request.post()
+    name = request.match_info["name"]
+    await service.set_secret(request.app[CONSOLE], name, str(form.get("value") or ""))
+    target = _safe_next(str(form.get("next") or "")).split("?")[0]
+    raise web.HTTPSeeOther(f"{target}?{urlencode({'secret': name, 'did': 'set'})}#credentials")
+
+
+async def delete_secret(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    name = request.match_info["name"]
+    await service.delete_secret(request.app[CONSOLE], name)
+    target = _safe_next(str(form.get("next") or "")).split("?")[0]
+    raise web.HTTPSeeOther(f"{target}?{urlencode({'secret': name, 'did': 'deleted'})}#credentials")
+
+
 PAGE = "/functions/{plugin}/{action}"
 
 
@@ -205,6 +227,8 @@ def add_routes(app: web.Application) -> None:
         ("GET", "/dead-letters", dead_letters),
         ("GET", "/dead-letters/{domain}/{id}", dead_letter),
         ("POST", "/dead-letters/{domain}/redrive", redrive),
+        ("POST", "/secrets/{name}", set_secret),
+        ("POST", "/secrets/{name}/delete", delete_secret),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, guarded(handler))

@@ -30,7 +30,12 @@ async def start_console(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        # A taken port: close what startup opened (database pool, broker connection).
+        await runner.cleanup()
+        raise
     server: Any = site._server
     bound: Any = server.sockets[0].getsockname() if server is not None else (host, port)
     shown = f"[{host}]" if ":" in host else host

@@ -65,7 +65,14 @@ async def function_page(console: Console, slug: str, query: Any) -> dict[str, An
     found = await function(console, slug)
     page: dict[str, Any] = {
         "function": found,
-        "credentials": await data.credential_status(list(found.get("credentials") or ()), console.settings),
+        "credentials": await data.credential_status(
+            list(found.get("credentials") or ()), console.settings, console.pool
+        ),
+        "secrets": {
+            "writable": secrets_key_problem(console) is None,
+            "problem": secrets_key_problem(console),
+            "cache_ttl": console.settings.secrets_cache_ttl,
+        },
         "stats": None,
         "versions": None,
         "diff": None,
@@ -145,6 +152,62 @@ async def save(console: Console, slug: str | None, changes: dict[str, Any]) -> d
 
         raise EditRefused({"_form": str(exc)}) from None
     return {"action": action, "function": data.record_json(record)}
+
+
+# ------------------------------------------------------------------------------------ secrets
+def secrets_key_problem(console: Console) -> str | None:
+    """Why secret values cannot be written here (no key, a malformed one); ``None``: they can."""
+    from shared.registry.secret_keys import NoSecretsKey, SecretCipher
+
+    try:
+        if SecretCipher.from_settings(console.settings) is None:
+            return str(NoSecretsKey(console.settings))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _store(console: Console) -> Any:
+    from shared.registry.secrets import SecretStore
+
+    db = database(console)
+    try:
+        return SecretStore.from_settings(db, console.settings)
+    except ConfigError as exc:  # a malformed FLEET_SECRETS_KEY
+        raise Unavailable("secrets_key_invalid", str(exc)) from None
+
+
+async def secrets(console: Console) -> dict[str, Any]:
+    """The stored secrets: names, times, the functions declaring each (never a value)."""
+    store = _store(console)
+    return {
+        "writable": secrets_key_problem(console) is None,
+        "problem": secrets_key_problem(console),
+        "secrets": [info.as_json() for info in await store.listing()],
+    }
+
+
+async def set_secret(console: Console, name: str, value: Any) -> dict[str, Any]:
+    """Store ``value`` under ``name`` (write-only: the answer names the secret, never the value)."""
+    from shared.registry.secret_keys import NoSecretsKey
+    from shared.registry.secrets import InvalidSecret
+
+    if not isinstance(value, str):
+        raise BadInput("value must be a string", "value")
+    store = _store(console)
+    try:
+        info, created = await store.put(name, value, by="console")
+    except InvalidSecret as exc:
+        raise BadInput(str(exc), exc.field) from None
+    except NoSecretsKey as exc:
+        raise Unavailable("secrets_key_missing", str(exc)) from None
+    return {"secret": info.as_json(), "created": created}
+
+
+async def delete_secret(console: Console, name: str) -> dict[str, Any]:
+    if not await _store(console).delete(name):
+        raise NotFound(f"no secret {name!r} in the store")
+    return {"deleted": name}
 
 
 # ---------------------------------------------------------------------------------- test runs
