@@ -97,7 +97,9 @@ def create_worker(
 
     The chain's core layers (metrics, logging, templates, input model, timeout) and the
     :class:`~shared.runtime.credentials.CredentialsExtension` (the credentials layer and the
-    worker's own registry of secrets, started first) are always there; the domain's worker
+    worker's own registry of secrets, started first) are always there; a
+    :class:`~shared.runtime.tracing.TracingExtension` joins when tracing is configured
+    (``settings.otlp_traces_url``); the domain's worker
     package adds its extensions (``workers.<package>.extensions(settings)``); with
     ``settings.database_url`` (and no explicit ``resolver``) the
     :class:`~shared.registry.extension.RegistryExtension` makes functions come from the registry
@@ -125,6 +127,12 @@ def create_worker(
         parts.insert(0, registry)
     # Probes early: liveness answers while later extensions wait for their dependencies.
     parts.insert(0, ProbeServer(settings))
+    if settings.otlp_traces_url:
+        from shared.runtime.tracing import TracingExtension
+
+        # Only when tracing is configured: an untraced worker never loads the SDK. Early, so
+        # its spans are flushed after every later extension stopped (docs/observability.md).
+        parts.insert(0, TracingExtension(settings, domain=name))
     # First: the worker's secrets are in its resources before any other extension starts. With
     # a registry, the secret store in its database is the credentials' last source.
     store = None

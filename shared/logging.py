@@ -2,7 +2,8 @@
 
 JSON lines for machines (``FLEET_LOG_FORMAT=json``, the default when stderr is not a TTY),
 coloured key-value lines for people. Per-message context (execution id, function) is passed as
-keyword arguments at the call site rather than bound into a fresh logger per message.
+keyword arguments at the call site rather than bound into a fresh logger per message; a line
+logged inside a span (a traced worker's delivery) carries its ``trace_id`` and ``span_id``.
 
 Secrets are masked in the finished line, not in the event: an exception's message reaches the
 output only inside its formatted traceback (and a value inside a ``repr``), which a scrub of
@@ -24,6 +25,7 @@ from typing import Any
 import structlog
 
 from shared.credentials import SecretRegistry, worker_secrets
+from shared.runtime.spans import add_trace_ids
 from shared.settings import Settings
 
 __all__ = ["configure_logging"]
@@ -75,6 +77,8 @@ def configure_logging(
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        # trace_id / span_id of the current span (a traced worker's delivery), when there is one.
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         *(extra_processors or []),

@@ -167,6 +167,66 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Address the probe and metrics server binds (`0.0.0.0` in a container).",
     )
+    # OpenTelemetry traces (docs/observability.md, "Traces"): the standard OTEL_* names. A
+    # worker traces only when an OTLP endpoint is set or OTEL_TRACES_EXPORTER=otlp
+    # (:attr:`otlp_traces_url`); the exporter's other OTEL_EXPORTER_OTLP_* variables (headers,
+    # timeout, compression, certificates) and OTEL_BSP_* are read by the OpenTelemetry SDK.
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("FLEET_OTEL_SDK_DISABLED", "OTEL_SDK_DISABLED"),
+        description="`true` turns worker tracing off whatever else is set (`OTEL_SDK_DISABLED`).",
+    )
+    otel_traces_exporter: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_OTEL_TRACES_EXPORTER", "OTEL_TRACES_EXPORTER"),
+        description="`otlp` exports worker spans (to http://localhost:4318 without an endpoint); `none` "
+        "(or a list without `otlp`: workers export OTLP only) leaves tracing off; unset: workers trace "
+        "exactly when an OTLP endpoint is set (`OTEL_TRACES_EXPORTER`).",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Base URL of the OTLP/HTTP collector (`/v1/traces` is appended); setting it turns "
+        "worker tracing on (`OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. http://otel-collector:4318).",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "FLEET_OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
+        description="Full URL spans are POSTed to, used as it is; beats the base endpoint and turns "
+        "tracing on too (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).",
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "http/json", "grpc"] = Field(
+        default="http/protobuf",
+        validation_alias=AliasChoices("FLEET_OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="OTLP protocol (`OTEL_EXPORTER_OTLP_PROTOCOL`): workers export `http/protobuf` "
+        "(port 4318) only; a worker with tracing on refuses another.",
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="`service.name` of a worker's spans (`OTEL_SERVICE_NAME`); unset: the "
+        "`service.name` in OTEL_RESOURCE_ATTRIBUTES, else the domain's app id (`fleet-<domain>`).",
+    )
+    otel_resource_attributes: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_OTEL_RESOURCE_ATTRIBUTES", "OTEL_RESOURCE_ATTRIBUTES"),
+        description="Resource attributes of a worker's spans, `key=value` pairs separated by commas "
+        "(`OTEL_RESOURCE_ATTRIBUTES`).",
+    )
+    otel_traces_sampler: str = Field(
+        default="parentbased_always_on",
+        validation_alias=AliasChoices("FLEET_OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER"),
+        description="Sampler of a worker's spans (`OTEL_TRACES_SAMPLER`): `always_on`, `always_off`, "
+        "`traceidratio` or their `parentbased_` forms, which follow the sampled flag of the request's "
+        "`traceparent`.",
+    )
+    otel_traces_sampler_arg: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLEET_OTEL_TRACES_SAMPLER_ARG", "OTEL_TRACES_SAMPLER_ARG"),
+        description="Ratio (0 to 1) of the `traceidratio` samplers; unset: 1 (`OTEL_TRACES_SAMPLER_ARG`).",
+    )
     # Web console (`fleet ui`, docs/console.md)
     ui_host: str = Field(
         default="127.0.0.1",
@@ -492,6 +552,23 @@ class Settings(BaseSettings):
     @property
     def state_file(self) -> Path:
         return self.home / "up.json"
+
+    @property
+    def otlp_traces_url(self) -> str | None:
+        """Where a worker exports its spans, or ``None`` when tracing is off: off with
+        ``OTEL_SDK_DISABLED`` or ``OTEL_TRACES_EXPORTER=none``; else the traces endpoint as it
+        is, the base endpoint plus ``/v1/traces``, or (``OTEL_TRACES_EXPORTER=otlp`` alone) the
+        OTLP/HTTP default ``http://localhost:4318/v1/traces``. Workers export OTLP only, so an
+        exporter list without ``otlp`` (``console``) leaves tracing off too."""
+        exporters = {e.strip() for e in (self.otel_traces_exporter or "").split(",") if e.strip()}
+        if self.otel_sdk_disabled or (exporters and "otlp" not in exporters):
+            return None
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint
+        if not base and exporters:
+            base = "http://localhost:4318"
+        return f"{base.rstrip('/')}/v1/traces" if base else None
 
     def provider_base_url(self, provider: str) -> str:
         """The base URL of ``provider``'s API, without a trailing slash; ``KeyError`` for an

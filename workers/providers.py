@@ -41,8 +41,10 @@ from shared.contract import ErrorCode
 from shared.credentials import SecretRegistry, scrub_then_truncate, worker_secrets
 from shared.errors import ConfigError, ExecutionFailed
 from shared.functions import ExecutionContext
+from shared.resources import Resources
 from shared.runtime.extension import BaseExtension, WorkerContext
 from shared.runtime.metrics import Metrics
+from shared.runtime.spans import Tracing
 from shared.settings import PROVIDER_BASE_URLS, Settings
 
 if TYPE_CHECKING:  # imported on the first provider call: an idle worker does not pay for it
@@ -226,6 +228,10 @@ class ProviderClients:
         self._closed = False
         #: counts every exchange by provider and status class (set by :class:`ProvidersExtension`).
         self.metrics: Metrics | None = None
+        #: the worker's resources (set by :class:`ProvidersExtension`): when the worker traces
+        #: (a :class:`~shared.runtime.spans.Tracing` there), each client is instrumented as it is
+        #: built, with the worker's own tracer provider.
+        self.resources: Resources | None = None
 
     @property
     def closed(self) -> bool:
@@ -253,6 +259,9 @@ class ProviderClients:
                 headers={"User-Agent": "function-fleet"},
                 follow_redirects=False,
             )
+            tracing = self.resources.find(Tracing) if self.resources is not None else None
+            if tracing is not None:
+                tracing.instrument_httpx(client)
             self._clients[provider] = client
         return client
 
@@ -410,6 +419,7 @@ class ProvidersExtension(BaseExtension):
     async def start(self, ctx: WorkerContext) -> bool:
         self.clients.secrets = ctx.resources.find(SecretRegistry)
         self.clients.metrics = ctx.resources.find(Metrics)
+        self.clients.resources = ctx.resources
         ctx.resources.provide(ProviderClients, self.clients)
         return True
 

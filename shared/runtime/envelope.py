@@ -189,9 +189,14 @@ def encode_result(
     data_json: bytes | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
+    continue_trace: bool = True,
 ) -> bytes:
     """The result CloudEvent for ``data`` (an :class:`~shared.contract.ExecutionResult` dict);
-    ``data_json``, when given, is ``data`` already encoded (embedded as it is)."""
+    ``data_json``, when given, is ``data`` already encoded (embedded as it is).
+
+    ``traceparent`` is the request's, continued with a new span id (:func:`child_traceparent`);
+    with ``continue_trace=False`` it is the context of the span publishing the result (tracing
+    on) and written as it is."""
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": new_event_id(),
@@ -205,7 +210,7 @@ def encode_result(
     if function:
         # CloudEvents forbids an empty subject; a request too broken to name its function has none.
         event["subject"] = function
-    child = child_traceparent(traceparent)
+    child = child_traceparent(traceparent) if continue_trace else traceparent
     if child:
         event["traceparent"] = child
         # daprd replaces `traceparent` with its own publish span unless `traceid` is present

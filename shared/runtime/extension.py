@@ -9,6 +9,7 @@ list of extensions. Each extension is built from the worker's :class:`~shared.se
 * provide per-worker resources to handlers and to other extensions (:class:`Resources`: the
   provider HTTP clients, the executors of registry functions, the SSRF policy, the secrets seen);
 * take part in the transport's settle step (:meth:`Extension.attach`);
+* trace each delivery (:class:`DeliveryTracer`: the tracing extension, when tracing is on);
 * start before the worker takes deliveries and stop after it has drained and closed its
   transport (:meth:`Extension.start`, :meth:`Extension.stop`), in reverse order.
 
@@ -27,12 +28,14 @@ from shared.errors import ConfigError
 from shared.resources import Resources
 
 if TYPE_CHECKING:
+    from shared.runtime.envelope import RequestEvent
     from shared.runtime.middleware import Middleware
     from shared.settings import Settings
     from shared.transports.base import Delivery, Settlement, Transport
 
 __all__ = [
     "BaseExtension",
+    "DeliveryTracer",
     "Extension",
     "HealthReporter",
     "Slot",
@@ -45,13 +48,15 @@ __all__ = [
 class Slot(enum.IntEnum):
     """The places in the middleware chain, outermost first. Each slot holds at most one layer.
 
-    ``METRICS`` and ``LOGGING`` see every outcome; ``ADMISSION`` may refuse or annotate a call
+    ``TRACING`` (the execution's span, when tracing is on), ``METRICS`` and ``LOGGING`` see every
+    outcome; ``ADMISSION`` may refuse or annotate a call
     before any work (deprecation warnings); ``CLAIM`` makes the effect exactly-once (it may
     answer with a stored result); ``TEMPLATES``, ``SCHEMA`` and ``INPUT_MODEL`` turn the request's
     input into the function's; ``CREDENTIALS`` fills ``ctx.credentials``; ``LIMITS`` waits for
     fleet-wide concurrency and rate limits; ``TIMEOUT`` bounds the handler.
     """
 
+    TRACING = 5
     METRICS = 10
     LOGGING = 20
     ADMISSION = 30
@@ -127,6 +132,30 @@ class HealthReporter(Protocol):
 
     def health(self) -> Mapping[str, Any]:
         """A small JSON-able report; it never makes the worker unready by itself."""
+        ...
+
+
+@runtime_checkable
+class DeliveryTracer(Protocol):
+    """An extension that traces the worker's deliveries (``shared/runtime/tracing.py``; only
+    there when tracing is configured, so an untraced worker makes none of these calls)."""
+
+    name: str
+
+    def process(
+        self, delivery: Delivery, event: RequestEvent, run: Callable[[], Awaitable[Settlement]]
+    ) -> Awaitable[Settlement]:
+        """``run()`` decides the fate of a decoded request: await it inside the delivery's span."""
+        ...
+
+    def result_trace(self, delivery: Delivery) -> tuple[str, str | None]:
+        """``(traceparent, tracestate)`` of the span that publishes ``delivery``'s result (called
+        while its result is encoded, inside :meth:`process`); the same span on a second call."""
+        ...
+
+    def settled(self, settlements: Sequence[Settlement], *, published: bool) -> None:
+        """The transport settled these (``published``: their results went out; False when the
+        worker gave up at its shutdown deadline)."""
         ...
 
 

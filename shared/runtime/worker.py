@@ -58,7 +58,7 @@ from shared.runtime.envelope import (
     peek_id,
     utc_now_iso,
 )
-from shared.runtime.extension import Extension, HealthReporter, WorkerContext
+from shared.runtime.extension import DeliveryTracer, Extension, HealthReporter, WorkerContext
 from shared.runtime.metrics import Metrics
 from shared.runtime.middleware import (
     Answer,
@@ -156,6 +156,8 @@ class Worker:
         self.extensions = tuple(extensions)
         self.resources = resources if resources is not None else Resources()
         self.secrets = _secrets_of(self.extensions, self.resources)
+        #: traces each delivery when tracing is configured (docs/observability.md); else None.
+        self._tracer = next((e for e in self.extensions if isinstance(e, DeliveryTracer)), None)
         self.recorder = recorder
         self.transport = transport
         self.settings = settings
@@ -465,6 +467,13 @@ class Worker:
             d.execution_id, d.slug = exc.execution_id or "", exc.slug or ""
             return await self._failed(d, exc)
         d.execution_id, d.slug = event.id, event.function
+        if self._tracer is not None:
+            return await self._tracer.process(delivery, event, lambda: self._decide(d, event))
+        return await self._decide(d, event)
+
+    async def _decide(self, d: _InProcess, event: RequestEvent) -> Settlement:
+        """The fate of a decoded request: its result (completed or failed) and outcome."""
+        delivery = d.delivery
         if delivery.delivery_count > self.settings.max_deliveries:
             return await self._exhausted(d, delivery.last_error)
         try:
@@ -594,15 +603,22 @@ class Worker:
         if self.secrets:
             # Secret values a function saw never leave in a result, whatever the function did.
             data_json = self.secrets.scrub_bytes(data_json)
-        event = d.event
+        event, tracer = d.event, self._tracer
+        traceparent = tracestate = None
+        if event is not None and tracer is not None:
+            # The result carries the context of the span publishing it, not an invented span id.
+            traceparent, tracestate = tracer.result_trace(d.delivery)
+        elif event is not None:
+            traceparent, tracestate = event.traceparent, event.tracestate
         result = encode_result(
             request_id=data["execution_id"],
             function=d.slug,
             domain=self.domain,
             data=data,
             data_json=data_json,
-            traceparent=event.traceparent if event else None,
-            tracestate=event.tracestate if event else None,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            continue_trace=tracer is None,
         )
         return result, data_json
 
@@ -665,7 +681,9 @@ class Worker:
             batch = [await queue.get()]
             while not queue.empty():
                 batch.append(queue.get_nowait())
-            await self._settle(batch)
+            published = await self._settle(batch)
+            if self._tracer is not None:
+                self._tracer.settled(batch, published=published)
             self._held -= len(batch)
             self.metrics.in_flight = self._held
             for settlement in batch:
@@ -673,7 +691,8 @@ class Worker:
                 queue.task_done()
             self._wake.set()
 
-    async def _settle(self, batch: list[Settlement]) -> None:
+    async def _settle(self, batch: list[Settlement]) -> bool:
+        """Hand ``batch`` to the transport, retrying; False when abandoned at shutdown."""
         backoff = reconnect_backoff()
         while True:
             try:
@@ -682,7 +701,7 @@ class Worker:
                     # stored (as a duplicate's answer) before it is published and acked.
                     await self.recorder.before_settle()
                 await self.transport.settle(batch)
-                return
+                return True
             except Exception as exc:  # infrastructure, or a transport bug: never ack, retry
                 self.metrics.infra_errors += 1
                 if self._abandon_settling:
@@ -691,7 +710,7 @@ class Worker:
                         count=len(batch),
                         error=str(exc),
                     )
-                    return
+                    return False
                 delay = backoff.next()
                 log.warning(
                     "settle failed; retrying", count=len(batch), error=str(exc), retry_in=round(delay, 2)
@@ -699,7 +718,9 @@ class Worker:
                 await asyncio.sleep(delay)
 
     async def _settle_reply(self, reply: Settlement) -> None:
-        await self._settle([reply])
+        published = await self._settle([reply])
+        if self._tracer is not None:
+            self._tracer.settled([reply], published=published)
 
     # ------------------------------------------------------------------ shutdown
     async def _drain(self, settler: asyncio.Task[None] | None) -> None:

@@ -730,7 +730,20 @@ def test_otel_settings_per_overlay(kustomized: dict[str, list[Doc]]) -> None:
     tracing = config["spec"]["tracing"]
     for overlay, docs in kustomized.items():
         data = _by_kind(docs, "ConfigMap")["fleet-settings"]["data"]
-        assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == tracing["otel"]["protocol"] == "grpc"
+        # daprd exports gRPC; the workers OTLP/HTTP, the only protocol they accept.
+        assert tracing["otel"]["protocol"] == "grpc"
+        assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        if overlay == "prod":  # a worker is built with what the overlay gives it (it refuses grpc)
+            from shared.assemble import create_worker
+
+            create_worker(
+                "ai",
+                Settings(
+                    redis_url="redis://127.0.0.1:1",  # built, never started
+                    otel_exporter_otlp_protocol=data["OTEL_EXPORTER_OTLP_PROTOCOL"],
+                    otel_exporter_otlp_endpoint=data["OTEL_EXPORTER_OTLP_ENDPOINT"],
+                ),
+            )
         assert data["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
         assert data["OTEL_TRACES_SAMPLER_ARG"] == tracing["samplingRate"]
         assert 0 < float(data["OTEL_TRACES_SAMPLER_ARG"]) <= 1
@@ -740,8 +753,8 @@ def test_otel_settings_per_overlay(kustomized: dict[str, list[Doc]]) -> None:
         if overlay == "prod":
             endpoint = urlsplit(data["OTEL_EXPORTER_OTLP_ENDPOINT"])
             assert endpoint.scheme == "http"
-            assert endpoint.netloc == tracing["otel"]["endpointAddress"], "the collector daprd uses"
-            assert endpoint.port == 4317
+            assert endpoint.hostname == tracing["otel"]["endpointAddress"].split(":")[0], "daprd's collector"
+            assert endpoint.port == 4318, "its OTLP/HTTP port"
         else:
             assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in data, "dev: worker tracing off"
         for d in DOMAINS:

@@ -16,7 +16,11 @@ What :func:`send` guarantees (policy prose: ``docs/http.md``):
   (retryable);
 * DNS failures and refused/reset/dropped connections fail ``connection_failed`` (retryable);
   a rejected TLS certificate or handshake fails ``connection_failed`` (not retryable); a
-  malformed response or ``Location`` fails ``http_error`` (not retryable).
+  malformed response or ``Location`` fails ``http_error`` (not retryable);
+* with the worker's ``tracing`` (tracing on), the exchange is one CLIENT span naming the method,
+  scheme, host and port, the final status and the redirects — never the path or the query, which
+  may carry tokens — and the request carries that span's ``traceparent`` (unless the caller set
+  one), so the server can continue the trace.
 
 Non-2xx statuses are not failures here: they are responses (callers decide).
 """
@@ -36,6 +40,7 @@ from yarl import URL
 
 from shared.contract import ErrorCode
 from shared.errors import ExecutionFailed, ExecutionTimeout, InvalidInput
+from shared.runtime.spans import Tracing
 from workers.http import ssrf
 from workers.http.ssrf import HttpPolicy, InvalidUrl, PinnedResolver
 
@@ -172,6 +177,7 @@ async def send(
     policy: HttpPolicy,
     sensitive_headers: Collection[str] = (),
     ssl_context: ssl.SSLContext | None = None,
+    tracing: Tracing | None = None,
 ) -> HttpResponse:
     """Send one request under the SSRF guard and return the final response (module docstring).
 
@@ -179,7 +185,8 @@ async def send(
     appended to its query string; ``headers`` must already be checked (:func:`check_headers`)
     and are sent as given (plus a default ``User-Agent``); ``body`` is sent as is. ``policy``
     is the calling worker's (``ctx.resources.get(HttpPolicy)``); ``ssl_context`` defaults to
-    the verifying context (tests pass one trusting their own CA).
+    the verifying context (tests pass one trusting their own CA); ``tracing`` is the calling
+    worker's when it traces (``ctx.resources.find(Tracing)``).
     """
     method = method.upper()
     try:
@@ -191,6 +198,38 @@ async def send(
         raise InvalidInput(f"invalid URL: {exc}", details=[{"path": "url", "message": str(exc)}]) from None
     hop_headers = {"User-Agent": USER_AGENT} if not _has(headers or {}, "user-agent") else {}
     hop_headers.update(headers or {})
+    if tracing is None:
+        return await _guarded(
+            method, target, hop_headers, body, timeout, policy, sensitive_headers, ssl_context
+        )
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.scheme": target.scheme,
+        "server.address": target.raw_host or "",
+        "server.port": target.port or 0,
+    }
+    with tracing.span(method, kind="client", attributes=attributes) as current:
+        tracing.inject(hop_headers)
+        response = await _guarded(
+            method, target, hop_headers, body, timeout, policy, sensitive_headers, ssl_context
+        )
+        current.set_attribute("http.response.status_code", response.status)
+        if response.redirects:
+            current.set_attribute("http.request.resend_count", response.redirects)
+        return response
+
+
+async def _guarded(
+    method: str,
+    target: URL,
+    hop_headers: dict[str, str],
+    body: bytes | None,
+    timeout: float,
+    policy: HttpPolicy,
+    sensitive_headers: Collection[str],
+    ssl_context: ssl.SSLContext | None,
+) -> HttpResponse:
+    """:func:`_exchange` under the call's deadline, refusals counted."""
     try:
         async with asyncio.timeout(timeout):
             return await _exchange(

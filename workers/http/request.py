@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from shared.functions import ExecutionContext, builtin
+from shared.runtime.spans import Tracing
 from workers.http import client
 from workers.http.ssrf import HttpPolicy
 
@@ -190,5 +191,6 @@ async def http_request(data: HttpRequestInput, ctx: ExecutionContext) -> dict[st
         body=body,
         timeout=data.timeout_seconds,
         policy=ctx.resources.get(HttpPolicy),
+        tracing=ctx.resources.find(Tracing),
     )
     return response.as_result()

@@ -47,6 +47,7 @@ from shared.credentials import call_secrets, how_to_provide, scrub_then_truncate
 from shared.errors import ExecutionFailed
 from shared.functions import ExecutionContext
 from shared.registry.models import FunctionRecord
+from shared.runtime.spans import Tracing
 from workers.http import client
 from workers.http.ssrf import HttpPolicy
 
@@ -197,6 +198,7 @@ async def run_webhook(
         policy=policy,
         sensitive_headers=carrying,
         ssl_context=ssl_context,
+        tracing=ctx.resources.find(Tracing),
     )
     if not 200 <= response.status < 300:
         raise ExecutionFailed(

@@ -9,7 +9,9 @@
   A cluster-wide cap would need a counter shared by all replicas (the registry's execution
   history); with N replicas up to N x ``max_concurrency`` runs may overlap;
 * on first use with the Kubernetes backend, the reaper removes Jobs left by dead workers
-  (:meth:`~workers.oci.kubernetes.KubernetesBackend.reap`) before the first Job is created.
+  (:meth:`~workers.oci.kubernetes.KubernetesBackend.reap`) before the first Job is created;
+* when the worker traces, each run (the Job or the subprocess, from start to output) is an
+  ``oci run`` span naming the backend and the image (docs/observability.md).
 
 Each worker has its own executor, built from its settings by its
 :class:`~workers.oci.extension.OciExtension`.
@@ -26,6 +28,7 @@ import structlog
 
 from shared.errors import ConfigError
 from shared.functions import ExecutionContext
+from shared.runtime.spans import span
 from shared.settings import Settings
 from workers.oci.protocol import OciFunction, backend_unavailable, encode_input
 
@@ -200,7 +203,11 @@ class OciExecutor:
         self, backend: Backend, fn: OciFunction, input_json: str, ctx: ExecutionContext
     ) -> dict[str, Any]:
         self.live.add(ctx.execution_id)
+        attributes = {"fleet.oci.backend": backend.name, "fleet.function": fn.slug}
+        if fn.image_ref:
+            attributes["container.image.name"] = fn.image_ref
         try:
-            return await backend.run(fn, input_json, ctx)
+            with span(ctx.resources, "oci run", attributes=attributes):
+                return await backend.run(fn, input_json, ctx)
         finally:
             self.live.discard(ctx.execution_id)

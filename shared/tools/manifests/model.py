@@ -47,7 +47,9 @@ class Platform:
         database_namespace / database_port: where PostgreSQL runs for the registry (egress).
         dapr_namespace: the Dapr control plane (sentry, operator, scheduler, placement).
         dns_namespace / dns_selector: the cluster DNS pods.
-        trace_endpoint / trace_namespace / trace_port: the OTLP (gRPC) collector for tracing.
+        trace_endpoint / trace_namespace / trace_port: the OTLP collector for tracing: daprd
+            exports to ``trace_endpoint`` (gRPC, ``trace_port``); the workers export OTLP/HTTP
+            (``http/protobuf``) to the same host on ``trace_http_port``.
         trace_sampling_rate: fraction of deliveries traced (string, Dapr's format).
         kubernetes_api_cidr: addresses of the API server endpoints (narrow it if you know them).
         cluster_secret_store: the external-secrets ClusterSecretStore prod secrets come from.
@@ -89,6 +91,7 @@ class Platform:
     trace_endpoint: str = "otel-collector.observability.svc.cluster.local:4317"
     trace_namespace: str = "observability"
     trace_port: int = 4317
+    trace_http_port: int = 4318
     trace_sampling_rate: str = "0.1"
     kubernetes_api_cidr: str = "0.0.0.0/0"
     cluster_secret_store: str = "fleet-backend"
@@ -131,9 +134,10 @@ class Platform:
 
     @property
     def otlp_endpoint(self) -> str:
-        """``OTEL_EXPORTER_OTLP_ENDPOINT`` of the prod overlay: the collector daprd exports
-        to (``trace_endpoint``), as the URL the OTel SDK expects (``http``: plaintext gRPC)."""
-        return f"http://{self.trace_endpoint}"
+        """``OTEL_EXPORTER_OTLP_ENDPOINT`` of the prod overlay: the collector daprd exports to
+        (``trace_endpoint``), on its OTLP/HTTP port, since workers export ``http/protobuf`` only."""
+        host = self.trace_endpoint.rsplit(":", 1)[0]
+        return f"http://{host}:{self.trace_http_port}"
 
     def cluster(self, overlay: str) -> str:
         """The Argo CD destination server of ``overlay``."""

@@ -118,7 +118,9 @@ def resource_attributes(overlay: str | None = None) -> str:
 def otel_config(p: Platform) -> dict[str, str]:
     """The ``OTEL_*`` entries of the base ConfigMap (no endpoint: overlays decide)."""
     return {
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        # What the workers speak (shared/runtime/tracing.py refuses any other); daprd's own
+        # exporter is gRPC, set in the Dapr Configuration.
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_TRACES_SAMPLER": TRACES_SAMPLER,
         "OTEL_TRACES_SAMPLER_ARG": p.trace_sampling_rate,
         "OTEL_RESOURCE_ATTRIBUTES": resource_attributes(),

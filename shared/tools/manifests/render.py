@@ -823,7 +823,8 @@ def _egress_rules(domain: Domain | None, p: Platform) -> list[Manifest]:
         {"to": [{"namespaceSelector": _ns_selector(p.dapr_namespace)}]},
         {
             "to": [{"namespaceSelector": _ns_selector(p.trace_namespace)}],
-            "ports": [{"protocol": "TCP", "port": p.trace_port}],
+            # gRPC from daprd, OTLP/HTTP from the worker.
+            "ports": [{"protocol": "TCP", "port": port} for port in (p.trace_port, p.trace_http_port)],
         },
     ]
     public = [
