@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="`json` for machines, `console` for people; `auto` picks by TTY."
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="Event loop of a worker process: `auto` = uvloop when installed (a dependency "
+        "except on Windows), else asyncio's; `uvloop` requires it; `asyncio` for asyncio's debug tools.",
+    )
     # Probes and metrics (docs/observability.md)
     metrics_port: int = Field(
         default=9464,

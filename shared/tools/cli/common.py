@@ -3,7 +3,6 @@ running `fleet up`, running a coroutine, and printing tables or JSON."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -15,6 +14,8 @@ from pydantic import ValidationError
 
 from shared.discovery import read_up_state, with_running_fleet
 from shared.errors import ConfigError, TransportError
+from shared.eventloop import EventLoop
+from shared.eventloop import run as run_on
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,10 +73,11 @@ async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; a ConfigError becomes a usage error (exit 2)."""
+def run(coro: Coroutine[Any, Any, T], *, event_loop: EventLoop = "asyncio") -> T:
+    """Run ``coro`` on a new loop of the kind ``event_loop`` names (``shared/eventloop.py``;
+    workers pass ``FLEET_EVENT_LOOP``); a ConfigError becomes a usage error (exit 2)."""
     try:
-        return asyncio.run(coro)
+        return run_on(coro, event_loop)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -42,6 +42,13 @@ __all__ = ["worker"]
     help="Exit once the topic is idle and nothing is in flight (one-shot jobs, CI).",
 )
 @click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    envvar="FLEET_EVENT_LOOP",
+    show_envvar=True,
+    help="auto (default): uvloop when installed, else asyncio's loop.",
+)
+@click.option(
     "--log-level",
     envvar="FLEET_LOG_LEVEL",
     show_envvar=True,
@@ -57,6 +64,7 @@ def worker(
     consumer_name: str | None,
     app_port: int | None,
     burst: bool,
+    event_loop: str | None,
     log_level: str | None,
 ) -> None:
     """Run the DOMAIN worker: consume its topic, run its functions, publish results."""
@@ -69,6 +77,7 @@ def worker(
         log_level=log_level,
         transport=transport,
         burst=burst or None,
+        event_loop=event_loop,
     )
     if settings.transport == "redis":
         settings = resolve_broker(settings)
@@ -77,4 +86,4 @@ def worker(
     async def main() -> None:
         await run_until_signalled(create_worker(domain, settings))
 
-    run(main())
+    run(main(), event_loop=settings.event_loop)
