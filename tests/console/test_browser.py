@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -48,7 +48,10 @@ def browser() -> Iterator[WebDriver]:
 def _wait(driver: WebDriver, seconds: float = 20) -> WebDriverWait[WebDriver]:
     # A page that reloads (a form saved, a toggle posted) replaces the elements a condition
     # holds: a stale one means "not yet", not a failure.
-    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+    # (Chromium may also answer "node does not belong to the document" for one.)
+    return WebDriverWait(
+        driver, seconds, ignored_exceptions=(StaleElementReferenceException, WebDriverException)
+    )
 
 
 def _set(driver: WebDriver, element_id: str, value: str) -> None:

@@ -33,6 +33,9 @@ async def test_deferrals_are_debug_lines_and_counted_by_reason(
     slot = store.running_key("test/one-at-a-time")
     assert (await store.admit("outsider", running=(slot, 1), rates=[], lease=60)).admitted
     worker = create_worker("ai", settings, table=table)
+    # capture_logs swaps the processors only: a level filter left by an earlier test's
+    # configure_logging would drop the debug lines before they are captured.
+    structlog.reset_defaults()
     with structlog.testing.capture_logs() as logs:
         async with running(worker), FleetClient(settings=settings) as client:
             execution_id = await client.publish("test/one-at-a-time", {"log": f"{namespace}log"}, domain="ai")

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from shared.assemble import create_worker
 from shared.errors import ConfigError
 from shared.logging import configure_logging
+from shared.runtime import worker as worker_module
 from shared.runtime.credentials import CredentialsExtension
 from shared.runtime.envelope import encode_request
 from shared.runtime.extension import Extension
@@ -432,8 +433,12 @@ async def test_log_lines_inside_a_span_carry_its_trace_and_span_ids(
     redis_url: str,
     json_logs: Callable[[], None],
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     json_logs()
+    # Module-level loggers cache the configuration of their first use (possibly an earlier
+    # test's stderr): the worker's own lines go through a fresh one, configured as above.
+    monkeypatch.setattr(worker_module, "log", structlog.get_logger("fleet.worker"))
     settings = make_settings(log_level="info")
     exporter = InMemorySpanExporter()
     async with serving(
