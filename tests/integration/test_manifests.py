@@ -607,8 +607,22 @@ def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
             spec = policies[_app_id(d)]["spec"]
             assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": _app_id(d)}}
             assert "Ingress" in spec["policyTypes"]
-            # the one way in: Prometheus pods of the monitoring namespace, to port http only
-            assert spec["ingress"] == [
+            # two ways in: Prometheus pods of the monitoring namespace, to port http only; the
+            # orchestrator's daprd to the worker's daprd (service invocation of POST /execute)
+            assert spec["ingress"][1:] == [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "workflows"}
+                            },
+                            "podSelector": {"matchLabels": {"dapr.io/app-id": "workflow-orchestrator"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": 50002}],
+                }
+            ]
+            assert spec["ingress"][:1] == [
                 {
                     "from": [
                         {
@@ -714,8 +728,9 @@ def test_pod_monitors_scrape_each_domains_workers(kustomized: dict[str, list[Doc
                 == deployments[_app_id(d)]["spec"]["template"]["metadata"]["annotations"]["dapr.io/app-port"]
             ), "the app channel, where /metrics is served in Dapr mode"
             # the NetworkPolicy admits the scrape on exactly that port
-            (rule,) = policies[_app_id(d)]["spec"]["ingress"]
+            rule, invocation = policies[_app_id(d)]["spec"]["ingress"]
             assert rule["ports"] == [{"protocol": "TCP", "port": endpoint["port"]}]
+            assert invocation["ports"] != rule["ports"], "the orchestrator cannot reach /metrics"
             assert _parse_duration(endpoint["scrapeTimeout"]) < _parse_duration(endpoint["interval"])
 
 

@@ -29,7 +29,14 @@ from shared.domains import DOMAINS, EGRESS_POLICIES, Domain
 from shared.errors import ConfigError
 from shared.settings import Settings
 from shared.tools.manifests import dashboard, gitops, monitoring
-from shared.tools.manifests.model import HEADER, Document, Manifest, Platform, RenderedFile
+from shared.tools.manifests.model import (
+    DAPR_INTERNAL_GRPC_PORT,
+    HEADER,
+    Document,
+    Manifest,
+    Platform,
+    RenderedFile,
+)
 from shared.tools.manifests.model import labels as _labels
 from shared.tools.manifests.model import meta as _meta
 from shared.tools.manifests.model import ns_selector as _ns_selector
@@ -849,6 +856,20 @@ def _egress_rules(domain: Domain | None, p: Platform) -> list[Manifest]:
     return rules
 
 
+def _invocation_ingress(p: Platform) -> Manifest:
+    """The orchestrator's daprd to the worker's daprd (service invocation of ``/execute``):
+    nothing else in the cluster may call a worker synchronously."""
+    return {
+        "from": [
+            {
+                "namespaceSelector": _ns_selector(p.orchestrator_namespace),
+                "podSelector": {"matchLabels": dict(p.orchestrator_selector)},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": DAPR_INTERNAL_GRPC_PORT}],
+    }
+
+
 def _network_policies(settings: Settings, domains: Sequence[Domain], p: Platform) -> RenderedFile:
     deny: Manifest = {
         "apiVersion": "networking.k8s.io/v1",
@@ -875,13 +896,15 @@ def _network_policies(settings: Settings, domains: Sequence[Domain], p: Platform
             "spec": {
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": app_id}},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [monitoring.scrape_ingress(p)],
+                "ingress": [monitoring.scrape_ingress(p), _invocation_ingress(p)],
                 "egress": _egress_rules(d, p),
             },
         }
         comment = [
             f"{app_id}: ingress only from Prometheus ({p.prometheus_namespace}) to port "
-            f"{monitoring.METRICS_PORT} (/metrics); egress to DNS, Redis, PostgreSQL (the registry), "
+            f"{monitoring.METRICS_PORT} (/metrics) and from the orchestrator ({p.orchestrator_namespace}) "
+            f"to daprd's port {DAPR_INTERNAL_GRPC_PORT} (service invocation of POST /execute); "
+            "egress to DNS, Redis, PostgreSQL (the registry), "
             f"the Dapr control plane, the trace collector, and {d.egress}: {EGRESS_POLICIES[d.egress]}.",
         ]
         if d.egress == "internet-only":
