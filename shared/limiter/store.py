@@ -204,6 +204,25 @@ class LimitStore:
                 out[name[len(base) + 1 :]] = int(count)
         return out
 
+    async def running_all(self) -> dict[str, int]:
+        """Live leases of every function holding any now, all concurrency keys summed:
+        ``{slug: n}`` (``fleet status``: what the fleet's concurrency limits hold, read from
+        Redis alone; the limits themselves live in the registry)."""
+        now_ms = await self._now_ms()
+        base = f"{self._prefix}limits:running:"
+        keys = [k async for k in self.redis.scan_iter(match=f"{base}*", count=1000)]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcount(key, f"({now_ms}", "+inf")
+        counts = await pipe.execute() if keys else []
+        out: dict[str, int] = {}
+        for key, count in zip(keys, counts, strict=True):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if count:
+                slug = name[len(base) :].split("|", 1)[0]
+                out[slug] = out.get(slug, 0) + int(count)
+        return dict(sorted(out.items()))
+
     async def rate(self, key: str, limit: RateLimit) -> RateUsage:
         now_ms = await self._now_ms()
         raw = await self.redis.get(key)

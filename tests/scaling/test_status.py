@@ -30,7 +30,7 @@ from shared.tools.scaling.snapshot import percentile
 ROOT = Path(__file__).resolve().parents[2]
 
 #: The documented --json shape (docs/scaling.md, "fleet status").
-TOP_KEYS = {"fleet", "domains", "scale_events"}
+TOP_KEYS = {"fleet", "domains", "scale_events", "limits"}
 FLEET_KEYS = {"at", "local", "window_s", "results_sampled", "results_truncated"}
 DOMAIN_KEYS = {
     "name",
@@ -118,6 +118,7 @@ async def test_json_document_of_a_running_worker(
         "pending": 0,
     }
     assert [set(e) for e in doc["scale_events"]] == [EVENT_KEYS]
+    assert doc["limits"] == {"running": {}}
     comms = _by_name(doc)["comms"]
     assert comms["executions_per_s"] == 0
     assert comms["p50_ms"] is None
@@ -227,3 +228,28 @@ def test_percentile_is_nearest_rank_over_timed_results() -> None:
     assert (percentile(values, 50), percentile(values, 99)) == (50.0, 99.0)
     assert percentile([7.0, float("nan")], 99) == 7.0
     assert percentile([], 50) is None
+
+
+async def test_concurrency_limits_in_use_are_shown_by_function(redis: Redis, settings: Settings) -> None:
+    from shared.limiter.store import LimitStore
+
+    store = LimitStore(redis, settings.group_prefix)
+    one = store.running_key("github/create-issue")
+    keyed = store.running_key("slack/send-message", "#ops")
+    for token, key in (("a", one), ("b", one), ("c", keyed)):
+        assert (await store.admit(token, running=(key, 5), rates=[], lease=60)).admitted
+    # An expired lease (a dead holder) is not counted.
+    assert (
+        await store.admit("d", running=(store.running_key("testing/dead"), 5), rates=[], lease=0.05)
+    ).admitted
+    await asyncio.sleep(0.2)
+    result = await _status(settings, "--json")
+    assert result.exit_code == 0, result.output
+    running = json.loads(result.output)["limits"]["running"]
+    assert running == {"github/create-issue": 2, "slack/send-message": 1}
+    await store.release(one, "a")
+    screen = await _status(settings)
+    assert "CONCURRENCY LIMITS IN USE" in screen.output
+    assert [line.split() for line in screen.output.splitlines() if "create-issue" in line] == [
+        ["github/create-issue", "1"]
+    ]

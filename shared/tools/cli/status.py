@@ -120,6 +120,11 @@ def render(doc: dict[str, Any]) -> str:
         lines += [f"  {d['domain']:<10} {_event(d)}" for d in doc["scale_events"]]
     else:
         lines.append("no scale events yet")
+    running = doc.get("limits", {}).get("running") or {}
+    if running:
+        lines.append("")
+        lines.append("CONCURRENCY LIMITS IN USE (executions holding a slot; maxima: fleet functions show)")
+        lines += [f"  {slug:<40} {n}" for slug, n in running.items()]
     return "\n".join(lines)
 
 

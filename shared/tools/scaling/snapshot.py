@@ -24,6 +24,7 @@ from redis import exceptions as redis_errors
 
 from shared.discovery import read_up_state
 from shared.domains import Domain
+from shared.limiter.store import LimitStore
 from shared.settings import Settings
 from shared.tools.scaling.events import SCALE_EVENTS_MAXLEN, decode_entries
 from shared.tools.scaling.model import ScaleEvent, scale_events_stream
@@ -79,6 +80,10 @@ async def take_snapshot(
             )
         except redis_errors.ResponseError:  # not a stream: no rates rather than no screen
             results = []
+        try:
+            limits = await LimitStore(redis, settings.group_prefix).running_all()
+        except redis_errors.ResponseError:  # a key of another type under the prefix
+            limits = {}
     # A local fleet's processes are the ones `fleet up` runs now (its state file), not the
     # consumers Redis still remembers.
     state = read_up_state(settings.home) if local else None
@@ -114,6 +119,9 @@ async def take_snapshot(
         },
         "domains": rows,
         "scale_events": [asdict(e) for e in events[:RECENT_EVENTS]],
+        # Executions holding a fleet-wide concurrency slot now, by function (docs/contract.md,
+        # "Limits"); their maxima are in the registry (`fleet functions show`).
+        "limits": {"running": limits},
     }
 
 
