@@ -164,7 +164,9 @@ def fleet_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-async def _fleet_up(home: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def _fleet_up(
+    home: Path, env: dict[str, str], domains: tuple[str, ...] = ("ai",)
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     # Its output (and its workers') is kept for the assertion messages of a failing run.
     with (home / "up.log").open("ab") as log_file:
         process = await asyncio.create_subprocess_exec(
@@ -172,8 +174,7 @@ async def _fleet_up(home: Path, env: dict[str, str]) -> tuple[asyncio.subprocess
             "-m",
             "shared.tools.cli.main",
             "up",
-            "--domain",
-            "ai",
+            *(arg for domain in domains for arg in ("--domain", domain)),
             cwd=ROOT,
             env=env,
             stderr=log_file,
