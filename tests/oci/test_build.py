@@ -21,7 +21,7 @@ from tests.fakes.kube import FakeKube, Scenario
 from tests.oci.schemas import validate
 from workers.oci.build import plan_build, run_build
 from workers.oci.cli import _register, _update_definition
-from workers.oci.scaffold import scaffold
+from shared.tools.scaffold import scaffold
 
 
 @pytest.fixture

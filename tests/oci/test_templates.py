@@ -25,7 +25,7 @@ from shared.tools.cli.main import cli
 from tests.oci.conftest import make_ctx
 from workers.oci.executor import OciExecutor
 from workers.oci.extension import OciExtension
-from workers.oci.scaffold import TEMPLATES_DIR
+from shared.tools.scaffold import TEMPLATES_DIR
 
 LANGUAGES = ["python", "typescript", "go"]
 TEXT = "The cat and the hat.\nThe end, isn't it? The END\n"

@@ -1,5 +1,5 @@
 """`fleet new` (scaffold an OCI function from a template) and `fleet build` (build its image
-with a Kaniko Job). The work is done in ``workers/oci/scaffold.py`` and ``workers/oci/build.py``;
+with a Kaniko Job). The work is done in ``shared/tools/scaffold.py`` (the console scaffolds too) and ``workers/oci/build.py``;
 ``shared/tools/cli/main.py`` names these commands by string and imports this module on demand."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def new(language: str, name: str, directory: Path) -> None:
     Creates DIR/<action> with the source, a Dockerfile, function.yaml (for a cluster) and
     function.local.yaml (for `fleet up`). Refuses to overwrite an existing directory.
     """
-    from workers.oci.scaffold import scaffold
+    from shared.tools.scaffold import scaffold
 
     try:
         made = scaffold(language, name, directory)

@@ -81,6 +81,12 @@ async def create_function(request: web.Request) -> web.StreamResponse:
     return web.json_response(saved, status=201)
 
 
+async def create_from_template(request: web.Request) -> web.StreamResponse:
+    body = _object(await _body(request))
+    made = await service.from_template(request.app[CONSOLE], body.get("template"), body.get("name"))
+    return web.json_response(made, status=201)
+
+
 async def get_function(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         await service.function_page(request.app[CONSOLE], slug_of(request), request.query)
@@ -188,6 +194,7 @@ def add_routes(app: web.Application) -> None:
     routes = [
         ("GET", "/api/v1/functions", list_functions),
         ("POST", "/api/v1/functions", create_function),
+        ("POST", "/api/v1/functions/from-template", create_from_template),
         ("GET", FUNCTION, get_function),
         ("PUT", FUNCTION, edit_function),
         ("POST", f"{FUNCTION}/state", function_state),

@@ -143,6 +143,17 @@ async def new(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/functions/{quote(saved['function']['slug'])}?saved=1")
 
 
+async def new_from_template(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    try:
+        made = await service.from_template(request.app[CONSOLE], form.get("template"), form.get("name"))
+    except BadInput as exc:
+        values = form_values({"domain": "oci"})
+        errors = {exc.field or "_form": str(exc)}
+        return _render(request, "new.html", _new_context(request, "oci", values, errors, ""), status=422)
+    raise web.HTTPSeeOther(f"/functions/{quote(made['function']['slug'])}?saved=1")
+
+
 async def executions(request: web.Request) -> web.StreamResponse:
     listing = await service.executions(request.app[CONSOLE], request.query)
     return _render(
@@ -220,6 +231,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", f"{PAGE}/state", state),
         ("GET", "/new", new_form),
         ("POST", "/new", new),
+        ("POST", "/new/from-template", new_from_template),
         ("GET", "/executions", executions),
         ("GET", "/executions/{id}", execution),
         ("POST", "/executions/{id}/rerun", rerun),

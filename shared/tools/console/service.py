@@ -154,6 +154,44 @@ async def save(console: Console, slug: str | None, changes: dict[str, Any]) -> d
     return {"action": action, "function": data.record_json(record)}
 
 
+# ---------------------------------------------------------------------------------- templates
+async def from_template(console: Console, language: Any, name: Any) -> dict[str, Any]:
+    """What ``fleet new LANGUAGE NAME`` does, then registering its ``function.local.yaml``: a new
+    OCI function from ``function_templates/``, runnable at once on the local backend.
+
+    The directory is always ``$FLEET_HOME/functions/<action>`` on the console's machine (a
+    caller never names a path). Returns ``{action, function, directory, files, next}``:
+    ``next`` holds the commands that build and register it for a cluster.
+    """
+    import yaml
+
+    from shared.tools.scaffold import LANGUAGES, scaffold
+
+    if language not in LANGUAGES:
+        raise BadInput(f"template must be one of {', '.join(LANGUAGES)}", "template")
+    if not isinstance(name, str) or not name:
+        raise BadInput("name: <action> or <plugin>/<action>", "name")
+    root = console.settings.home / "functions"
+    try:
+        made = scaffold(language, name, root)
+    except ConfigError as exc:  # a bad name, or the directory exists
+        raise BadInput(str(exc), "name") from None
+    definition = yaml.safe_load((made.directory / "function.local.yaml").read_text())
+    saved = await save(console, None, definition)
+    files = sorted(
+        str(path.relative_to(made.directory)) for path in made.directory.rglob("*") if path.is_file()
+    )
+    return {
+        **saved,
+        "directory": str(made.directory),
+        "files": files,
+        "next": [
+            f"fleet build {made.directory} --image <registry>/{made.slug}:0.1.0",
+            f"fleet functions register {made.directory / 'function.yaml'}",
+        ],
+    }
+
+
 # ------------------------------------------------------------------------------------ secrets
 def secrets_key_problem(console: Console) -> str | None:
     """Why secret values cannot be written here (no key, a malformed one); ``None``: they can."""
