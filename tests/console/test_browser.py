@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,9 @@ async def test_console_in_a_real_browser(console: Console, browser: WebDriver, t
     # Selenium blocks: it runs in a thread while this loop serves the console and the worker.
     await asyncio.to_thread(_journey, browser, base, shots)
     assert {p.name for p in shots.iterdir()} >= {"functions.png", "function.png", "execution.png"}
+    # The screenshots in docs/images are this journey's:
+    # FLEET_TEST_SCREENSHOTS=docs/images pytest tests/console/test_browser.py
+    target = os.environ.get("FLEET_TEST_SCREENSHOTS")
+    if target:
+        for shot in shots.iterdir():
+            shutil.copyfile(shot, Path(target) / f"console-{shot.name}")
