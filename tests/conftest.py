@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,13 +20,33 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from structlog._config import BoundLoggerLazyProxy
 
 from shared.assemble import create_worker
 from shared.runtime.worker import Worker
 from shared.settings import Settings
 from shared.transports.redis import connect
+
+
+@pytest.fixture(autouse=True)
+def _uncached_loggers() -> None:
+    """Every test logs through its own configuration.
+
+    ``configure_logging`` caches each module-level logger on its first use (the speed it is
+    meant for), so a logger first used in an earlier test would keep that test's processors,
+    level filter and stderr, and ``structlog.testing.capture_logs`` would see nothing. Forget
+    those caches and the configuration before each test."""
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if not name.startswith(("shared", "workers", "tests")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, BoundLoggerLazyProxy):
+                vars(value).pop("bind", None)
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
