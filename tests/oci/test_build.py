@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from shared.registry.repository import FunctionRepository
 from shared.settings import Settings
 from shared.tools.cli.main import cli
+from shared.tools.scaffold import scaffold
 from tests.fakes.kube import FakeKube, Scenario
 from tests.oci.schemas import validate
 from workers.oci.build import plan_build, run_build
 from workers.oci.cli import _register, _update_definition
-from shared.tools.scaffold import scaffold
 
 
 @pytest.fixture

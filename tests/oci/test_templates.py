@@ -22,10 +22,10 @@ from shared.registry.resolver import RegistryResolver
 from shared.resources import Resources
 from shared.settings import Settings
 from shared.tools.cli.main import cli
+from shared.tools.scaffold import TEMPLATES_DIR
 from tests.oci.conftest import make_ctx
 from workers.oci.executor import OciExecutor
 from workers.oci.extension import OciExtension
-from shared.tools.scaffold import TEMPLATES_DIR
 
 LANGUAGES = ["python", "typescript", "go"]
 TEXT = "The cat and the hat.\nThe end, isn't it? The END\n"

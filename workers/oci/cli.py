@@ -1,6 +1,7 @@
 """`fleet new` (scaffold an OCI function from a template) and `fleet build` (build its image
-with a Kaniko Job). The work is done in ``shared/tools/scaffold.py`` (the console scaffolds too) and ``workers/oci/build.py``;
-``shared/tools/cli/main.py`` names these commands by string and imports this module on demand."""
+with a Kaniko Job). The work is done in ``shared/tools/scaffold.py`` (the console scaffolds
+too) and ``workers/oci/build.py``; ``shared/tools/cli/main.py`` names these commands by string
+and imports this module on demand."""
 
 from __future__ import annotations
 
