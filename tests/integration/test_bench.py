@@ -30,7 +30,15 @@ def test_bench_json_report(redis_url: str) -> None:
     assert report["n"] == 200
     assert report["latency_n"] == 200
     assert report["rate"] == 200
-    for key in ("throughput_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms"):
+    for key in (
+        "throughput_per_s",
+        "baseline_per_s",
+        "ratio",
+        "ceiling_per_s",
+        "ceiling_ratio",
+        "p50_ms",
+        "p99_ms",
+    ):
         value = report[key]
         assert isinstance(value, float), (key, value)
         assert math.isfinite(value), (key, value)
@@ -45,6 +53,9 @@ def test_bench_json_report(redis_url: str) -> None:
     assert all(isinstance(v, float) and v > 0 for v in rounds)
     assert report["cold_start_ms"] == sorted(rounds)[2]
     assert math.isclose(report["ratio"], report["throughput_per_s"] / report["baseline_per_s"], rel_tol=0.01)
+    ceiling = report["ceiling_per_s"]
+    assert math.isclose(report["ceiling_ratio"], report["throughput_per_s"] / ceiling, rel_tol=0.01)
+    assert len(report["ceiling_rounds"]) == report["rounds"]  # every round answered all n requests
 
     # Cleaned up: no stream, group or note of the run's namespace is left on the server.
     namespace = report["namespace"]

@@ -61,3 +61,13 @@ def test_with_history_the_registry_target_applies_and_latency_is_only_reported()
     assert "target" not in line(text, "latency p50")
     assert "target" not in line(text, "latency p99")
     assert "(target >= 0.3: MISSED)" in line(format_report(report(history=True, ratio=0.25)), "ratio")
+
+
+def test_the_ceiling_ratio_and_cpu_targets_are_judged() -> None:
+    text = format_report(report(ceiling_per_s=30000.0, ceiling_ratio=0.133))
+    assert "(target >= 0.6: MISSED)" in line(text, "ratio worker/ceiling")
+    assert "30,000" in line(text, "ceiling (req/s)")
+    assert "(target < 40: MISSED)" in line(text, "CPU per request")
+    assert "(target >= 0.3: ok)" in line(
+        format_report(report(history=True, ceiling_ratio=0.31)), "ratio worker/ceiling"
+    )

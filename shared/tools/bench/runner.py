@@ -18,7 +18,10 @@ same server, each with its own streams and group under a fresh namespace
    each; p50/p90/p99/max of publish -> result read;
 6. RSS after, peak RSS; stop both (SIGTERM, then SIGKILL after a grace period).
 
-``ratio`` = worker throughput / baseline throughput. Every path — success, error, Ctrl-C,
+``ratio`` = worker throughput / baseline throughput. A third consumer, the ceiling
+(``baseline --ceiling``: 500 per read, non-transactional settle, minimal results), runs in the
+same rounds: ``ceiling_ratio`` = worker / ceiling throughput, the distance to what Redis and
+Python allow (docs/performance.md). Every path — success, error, Ctrl-C,
 SIGTERM — stops the child processes, deletes the namespace's streams (and with them their
 consumer groups) and stops the embedded Valkey the run started.
 """
@@ -72,6 +75,8 @@ __all__ = [
 START_TIMEOUT = 60.0
 #: Seconds between "connected" and the idle RSS reading.
 IDLE_SETTLE = 0.5
+#: XREADGROUP COUNT of the ceiling reference (its read size is not bound by a concurrency).
+CEILING_COUNT = 500
 #: Warm-up requests (at most ``n``) answered before anything is timed.
 WARMUP = 100
 #: Seconds a child gets after SIGTERM before SIGKILL.
@@ -326,6 +331,8 @@ def run_bench(
     worker = results["worker"]
     base = results.get("baseline")
     baseline_tp = base.throughput_per_s if base is not None else None
+    top = results.get("ceiling")
+    ceiling_tp = top.throughput_per_s if top is not None else None
     return {
         "n": options.n,
         "throughput_per_s": _r(worker.throughput_per_s, 1),
@@ -349,6 +356,11 @@ def run_bench(
         "baseline_p50_ms": _r(base.latency(50)) if base else None,
         "baseline_p99_ms": _r(base.latency(99)) if base else None,
         "baseline_rss_idle_mb": _r(base.rss_idle_mb, 1) if base else None,
+        "ceiling_per_s": _r(ceiling_tp, 1),
+        "ceiling_ratio": _r(worker.throughput_per_s / ceiling_tp, 3) if ceiling_tp else None,
+        "ceiling_rounds": [_r(v, 1) for v in top.rounds_per_s] if top else [],
+        "ceiling_cpu_us_per_request": _r(top.cpu_us_per_request, 1) if top else None,
+        "event_loop": settings.event_loop,
         "worker_start_s": _r(worker.start_s, 2),
         **cold,
         "domain": domain,
@@ -471,6 +483,8 @@ def _targets(settings: Settings, domain: str, namespace: str) -> list[_Target]:
             str(settings.results_maxlen),
             "--domain",
             domain,
+            "--event-loop",
+            settings.event_loop,
         ],
         env=env,
         topic=topic,
@@ -478,7 +492,36 @@ def _targets(settings: Settings, domain: str, namespace: str) -> list[_Target]:
         consumer=consumer,
         results_topic=results_topic,
     )
-    return [worker, baseline]
+    # The ceiling: the cheapest correct consumer (baseline.py --ceiling), on names of its own.
+    ceiling = _Target(
+        label="ceiling",
+        argv=[
+            sys.executable,
+            "-m",
+            "shared.tools.bench.baseline",
+            settings.redis_url,
+            f"{namespace}ceiling.{domain}",
+            f"{namespace}ceiling",
+            f"{namespace}ceiling.results",
+            "--consumer",
+            f"{namespace}ceiling",
+            "--count",
+            str(CEILING_COUNT),
+            "--block-ms",
+            str(settings.block_ms),
+            "--results-maxlen",
+            str(settings.results_maxlen),
+            "--ceiling",
+            "--event-loop",
+            settings.event_loop,
+        ],
+        env=env,
+        topic=f"{namespace}ceiling.{domain}",
+        group=f"{namespace}ceiling",
+        consumer=f"{namespace}ceiling",
+        results_topic=f"{namespace}ceiling.results",
+    )
+    return [worker, baseline, ceiling]
 
 
 @contextlib.contextmanager
