@@ -71,3 +71,25 @@ def test_the_ceiling_ratio_and_cpu_targets_are_judged() -> None:
     assert "(target >= 0.3: ok)" in line(
         format_report(report(history=True, ceiling_ratio=0.31)), "ratio worker/ceiling"
     )
+
+
+def test_other_fleet_processes_on_the_machine_are_found() -> None:
+    import subprocess
+    import sys
+
+    from shared.tools.bench.runner import other_fleet_processes
+
+    # A process whose command line reads like a fleet worker's (the bench looks at /proc).
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "shared.tools.cli.main worker ai"]
+    )
+    try:
+        for _ in range(100):
+            found = dict(other_fleet_processes())
+            if other.pid in found:
+                break
+        assert "shared.tools.cli.main worker ai" in found[other.pid]
+    finally:
+        other.kill()
+        other.wait()
+    assert other.pid not in dict(other_fleet_processes())

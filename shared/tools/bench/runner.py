@@ -253,6 +253,29 @@ def _cleanup_keys(url: str, namespace: str, keys: list[str]) -> None:
             client.close()
 
 
+#: Command-line fragments of fleet processes that would share the CPUs with a bench run.
+_FLEET_COMMANDS = ("shared.tools.cli.main worker", "shared.tools.cli.main up", "fleet worker", "fleet up")
+
+
+def other_fleet_processes(proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the fleet workers and `fleet up` supervisors running on this
+    machine, other than this process (a bench started before its own children). Empty where
+    there is no ``/proc``."""
+    found: list[tuple[int, str]] = []
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(fragment in command for fragment in _FLEET_COMMANDS):
+            found.append((int(entry.name), command))
+    return sorted(found)
+
+
 def run_bench(
     settings: Settings,
     options: BenchOptions,
@@ -278,6 +301,13 @@ def run_bench(
     keys: list[str] = []
     cold: dict[str, Any] = {"cold_start_ms": None, "cold_start_rounds_ms": []}
     started = time.perf_counter()
+    # Taken before any child starts: what else of the fleet competes for these CPUs.
+    others = other_fleet_processes()
+    if others:
+        status(
+            f"warning: {len(others)} other fleet process(es) share this machine's CPUs "
+            f"(pids {', '.join(str(pid) for pid, _ in others[:10])}): figures are not comparable"
+        )
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         children = _Children(Path(tmp))
         try:
@@ -361,6 +391,7 @@ def run_bench(
         "ceiling_rounds": [_r(v, 1) for v in top.rounds_per_s] if top else [],
         "ceiling_cpu_us_per_request": _r(top.cpu_us_per_request, 1) if top else None,
         "event_loop": settings.event_loop,
+        "other_fleet_processes": len(others),
         "worker_start_s": _r(worker.start_s, 2),
         **cold,
         "domain": domain,

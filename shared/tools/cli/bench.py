@@ -167,7 +167,9 @@ def bench(
     configure_logging(settings.model_copy(update={"log_level": "warning"}))
 
     def status(line: str) -> None:
-        if not as_json:
+        if line.startswith("warning:"):  # on stderr even with --json: the figures depend on it
+            click.secho(f"fleet bench: {line}", err=True, fg="yellow")
+        elif not as_json:
             click.secho(f"  {line}", err=True, dim=True)
 
     try:
