@@ -93,6 +93,10 @@ class WorkerContext:
     #: True while the worker takes work (running, not draining); synchronous calls are refused
     #: (503) otherwise.
     accepting: Callable[[], bool] = field(default=lambda: True)
+    #: the domain serving ``slug`` when it is not this worker's (``None``: this worker serves it,
+    #: or nobody does and the pipeline will say so); a synchronous call for another domain's
+    #: function is forwarded there (``shared/runtime/sync.py``).
+    domain_of: Callable[[str], Awaitable[str | None]] | None = None
 
 
 @runtime_checkable

@@ -23,6 +23,10 @@ again after its delay (the retry settings' backoff when it has none), counted as
 runs again uncounted, and is answered with the stored result once there is one. A call that goes
 away stops that loop; a run in progress still finishes and records its result.
 
+Under Dapr one app id serves the whole fleet: a call for a function of another domain is
+forwarded, before anything runs, to that domain's app through this worker's sidecar
+(:class:`DaprForwarder`), once.
+
 Served by the Dapr app channel (``DaprTransport.serve_execute``: daprd forwards an invocation of
 method ``execute`` there with the app token) and, in direct mode, by the probe server
 (:func:`execute_route`): loopback callers only unless ``FLEET_APP_API_TOKEN`` is set, then any
@@ -93,18 +97,31 @@ class SyncCalls:
         settings: Settings,
         execute: Callable[[Delivery], Awaitable[Settlement]],
         accepting: Callable[[], bool],
+        domain_of: Callable[[str], Awaitable[str | None]] | None = None,
+        forward: Forwarder | None = None,
     ) -> None:
         self.settings = settings
         self._execute = execute
         self._accepting = accepting
+        self._domain_of = domain_of
+        self._forward = forward
         self._slots = asyncio.Semaphore(settings.concurrency)
 
     @classmethod
     def for_worker(cls, ctx: WorkerContext) -> SyncCalls | None:
-        """The calls of the worker ``ctx`` belongs to; ``None`` outside a worker."""
+        """The calls of the worker ``ctx`` belongs to; ``None`` outside a worker. Under Dapr
+        (the transport serves the app channel) a call for another domain's function is
+        forwarded to that domain's app through this worker's sidecar."""
         if ctx.execute is None:
             return None
-        return cls(settings=ctx.settings, execute=ctx.execute, accepting=ctx.accepting)
+        forward = DaprForwarder(ctx.settings) if hasattr(ctx.transport, "serve_execute") else None
+        return cls(
+            settings=ctx.settings,
+            execute=ctx.execute,
+            accepting=ctx.accepting,
+            domain_of=ctx.domain_of,
+            forward=forward,
+        )
 
     async def handle(self, body: bytes, headers: Mapping[str, str]) -> SyncReply:
         """The reply to one call whose caller was already let in (token, body size)."""
@@ -114,8 +131,30 @@ class SyncCalls:
         if isinstance(request, SyncReply):
             return request
         execution_id, event = request
+        forwarded = await self._forwarded(execution_id, event, headers)
+        if forwarded is not None:
+            return forwarded
         delivery = Delivery(message_id=f"execute:{execution_id}", body=event)
         return await self._run(delivery)
+
+    async def _forwarded(
+        self, execution_id: str, event: bytes, headers: Mapping[str, str]
+    ) -> SyncReply | None:
+        """The answer of the domain that serves the call's function when it is not this one
+        (one app id serves the whole fleet, as the origin's ``function-runner``); ``None`` to
+        run it here. A call forwarded once is never forwarded again (the pipeline answers
+        ``wrong_domain`` if the domains disagree)."""
+        if self._forward is None or self._domain_of is None or headers.get(FORWARDED_HEADER):
+            return None
+        parsed = orjson.loads(event)
+        slug = parsed.get("subject")
+        if not slug:
+            return None  # named by function_id only: resolved and answered here
+        domain = await self._domain_of(slug)
+        if domain is None:
+            return None
+        body = {**parsed["data"], "execution_id": execution_id}
+        return await self._forward(domain, orjson.dumps(body), headers)
 
     async def _run(self, delivery: Delivery) -> SyncReply:
         settings = self.settings
@@ -156,6 +195,44 @@ class SyncCalls:
             if left <= 0:
                 return True
             await asyncio.sleep(min(left, _WAIT_STEP_S))
+
+
+#: Marks a call one worker forwarded to another domain's app (it is not forwarded again).
+FORWARDED_HEADER = "fleet-forwarded-from"
+Forwarder = Callable[[str, bytes, Mapping[str, str]], Awaitable[SyncReply]]
+
+
+class DaprForwarder:
+    """Forwards a call to ``fleet-<domain>``'s ``/execute`` by Dapr service invocation through
+    this worker's sidecar (``POST /v1.0/invoke/<app id>/method/execute``), answering what that
+    app answered; 503 when the sidecar cannot be reached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def __call__(self, domain: str, body: bytes, headers: Mapping[str, str]) -> SyncReply:
+        import aiohttp
+
+        settings = self.settings
+        url = f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/invoke/{settings.group_for(domain)}/method/execute"
+        sent = {"Content-Type": "application/json", FORWARDED_HEADER: settings.group_for(domain)}
+        for key in ("traceparent", "tracestate"):
+            if headers.get(key):
+                sent[key] = headers[key]
+        if settings.dapr_api_token:
+            sent["dapr-api-token"] = settings.dapr_api_token
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(url, data=body, headers=sent) as response,
+            ):
+                answer = await response.read()
+                content_type = response.content_type or "application/json"
+                return SyncReply(response.status, answer, content_type=content_type)
+        except aiohttp.ClientError as exc:
+            log.warning("cannot forward a call to its domain", domain=domain, error=str(exc))
+            return _unavailable(f"cannot reach domain {domain!r} through the sidecar: {exc}")
 
 
 def _request_event(body: bytes, headers: Mapping[str, str]) -> tuple[str, bytes] | SyncReply:

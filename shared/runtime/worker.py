@@ -272,6 +272,7 @@ class Worker:
             health=self.health,
             execute=self.execute,
             accepting=lambda: self.accepting,
+            domain_of=self._other_domain,
         )
         for extension in self.extensions:
             started.append(extension)
@@ -566,6 +567,18 @@ class Worker:
             )
         d.slug = d.slug or spec.slug
         return spec
+
+    async def _other_domain(self, slug: str) -> str | None:
+        """The domain serving ``slug`` when it is not this worker's; ``None`` when this worker
+        serves it, when no function has that slug, or when the lookup fails (the pipeline then
+        answers as it would any delivery)."""
+        try:
+            spec = await self.resolver.resolve(slug)
+        except Exception:  # a registry outage: the pipeline's own answer (retry, 503) applies
+            return None
+        if spec is None or spec.serves(self.domain):
+            return None
+        return spec.domain
 
     async def _resolve(self, slug: str) -> FunctionSpec:
         spec = await self.resolver.resolve(slug)

@@ -599,6 +599,9 @@ def test_rbac_only_for_oci(kustomized: dict[str, list[Doc]]) -> None:
         assert subject == {"kind": "ServiceAccount", "name": "fleet-oci", "namespace": "fleet"}
 
 
+WORKER_PODS = {"app.kubernetes.io/part-of": "function-fleet", "app.kubernetes.io/component": "worker"}
+
+
 def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
     for docs in kustomized.values():
         policies = _by_kind(docs, "NetworkPolicy")
@@ -617,7 +620,9 @@ def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
                                 "matchLabels": {"kubernetes.io/metadata.name": "workflows"}
                             },
                             "podSelector": {"matchLabels": {"dapr.io/app-id": "workflow-orchestrator"}},
-                        }
+                        },
+                        # another worker forwarding a call for this domain's function
+                        {"podSelector": {"matchLabels": WORKER_PODS}},
                     ],
                     "ports": [{"protocol": "TCP", "port": 50002}],
                 }
@@ -633,6 +638,13 @@ def test_network_policies(kustomized: dict[str, list[Doc]]) -> None:
                         }
                     ],
                     "ports": [{"protocol": "TCP", "port": "http"}],
+                }
+            ]
+            forward = [r for r in spec["egress"] if {"protocol": "TCP", "port": 50002} in r.get("ports", [])]
+            assert forward == [
+                {
+                    "to": [{"podSelector": {"matchLabels": WORKER_PODS}}],
+                    "ports": [{"protocol": "TCP", "port": 50002}],
                 }
             ]
             peers = [peer for rule in spec["egress"] for peer in rule.get("to", [])]

@@ -32,6 +32,7 @@ from shared.tools.manifests import dashboard, gitops, monitoring
 from shared.tools.manifests.model import (
     DAPR_INTERNAL_GRPC_PORT,
     HEADER,
+    PART_OF,
     Document,
     Manifest,
     Platform,
@@ -833,6 +834,8 @@ def _egress_rules(domain: Domain | None, p: Platform) -> list[Manifest]:
             # gRPC from daprd, OTLP/HTTP from the worker.
             "ports": [{"protocol": "TCP", "port": port} for port in (p.trace_port, p.trace_http_port)],
         },
+        # A synchronous call for another domain's function, forwarded to that domain's daprd.
+        {"to": [_FLEET_WORKERS], "ports": [{"protocol": "TCP", "port": DAPR_INTERNAL_GRPC_PORT}]},
     ]
     public = [
         {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(CLUSTER_INTERNAL_V4)}},
@@ -856,15 +859,26 @@ def _egress_rules(domain: Domain | None, p: Platform) -> list[Manifest]:
     return rules
 
 
+#: The fleet's worker pods (same namespace): a worker forwards a call for another domain's
+#: function to that domain's daprd (shared/runtime/sync.py).
+_FLEET_WORKERS: Manifest = {
+    "podSelector": {
+        "matchLabels": {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": "worker"}
+    }
+}
+
+
 def _invocation_ingress(p: Platform) -> Manifest:
-    """The orchestrator's daprd to the worker's daprd (service invocation of ``/execute``):
-    nothing else in the cluster may call a worker synchronously."""
+    """The orchestrator's daprd to the worker's daprd (service invocation of ``/execute``), and
+    the other workers' (a call forwarded to the domain of its function): nothing else in the
+    cluster may call a worker synchronously."""
     return {
         "from": [
             {
                 "namespaceSelector": _ns_selector(p.orchestrator_namespace),
                 "podSelector": {"matchLabels": dict(p.orchestrator_selector)},
-            }
+            },
+            _FLEET_WORKERS,
         ],
         "ports": [{"protocol": "TCP", "port": DAPR_INTERNAL_GRPC_PORT}],
     }
