@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import sys
 import uuid
@@ -16,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.registry.test_cli import ROOT, _fleet_up, _stop, fleet_home  # noqa: F401  (fixture)
+from tests.registry.test_cli import ROOT, _fleet_up, _stop, fleet_env, fleet_home  # noqa: F401  (fixture)
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
@@ -42,17 +41,7 @@ async def test_fleet_up_serves_the_console_and_keeps_a_local_secrets_key(
     redis_url: str,
     namespace: str,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_DATABASE_URL", "FLEET_SECRET"))}
-    env.update(
-        {
-            "FLEET_HOME": str(fleet_home),
-            "FLEET_REDIS_URL": redis_url,
-            "FLEET_TOPIC_PREFIX": f"{namespace}functions.",
-            "FLEET_RESULTS_TOPIC": f"{namespace}functions.results",
-            "FLEET_GROUP_PREFIX": f"{namespace}fleet-",
-            "FLEET_UI_PORT": "0",
-        }
-    )
+    env = fleet_env(fleet_home, redis_url, namespace, FLEET_UI_PORT="0")
     value = f"sk-{uuid.uuid4().hex}"
     process, state = await _fleet_up(fleet_home, env)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.registry.test_cli import ROOT, _fleet_up, _stop, fleet_home  # noqa: F401  (fixture)
+from tests.registry.test_cli import ROOT, _fleet_up, _stop, fleet_env, fleet_home  # noqa: F401  (fixture)
 
 COUNT_SCRIPT = """
 import json, os
@@ -158,18 +157,7 @@ async def test_a_five_node_workflow_through_fleet_up_then_replayed_identically(
     tmp_path: Path,
 ) -> None:
     served, port = hooks
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_DATABASE_URL", "FLEET_SECRET"))}
-    env.update(
-        {
-            "FLEET_HOME": str(fleet_home),
-            "FLEET_REDIS_URL": redis_url,
-            "FLEET_TOPIC_PREFIX": f"{namespace}functions.",
-            "FLEET_RESULTS_TOPIC": f"{namespace}functions.results",
-            "FLEET_GROUP_PREFIX": f"{namespace}fleet-",
-            "FLEET_HTTP_ALLOW": f"127.0.0.1:{port}",
-            "FLEET_UI": "false",
-        }
-    )
+    env = fleet_env(fleet_home, redis_url, namespace, FLEET_HTTP_ALLOW=f"127.0.0.1:{port}", FLEET_UI="false")
     process, _ = await _fleet_up(fleet_home, env, domains=("ai", "http", "oci"))
     try:
         for path in _definitions(tmp_path, port):

@@ -164,6 +164,23 @@ def fleet_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+def fleet_env(home: Path, redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
+    """The environment of a `fleet up` under test: this test's names on the given broker, its
+    own FLEET_HOME, the embedded database (no FLEET_DATABASE_URL or secrets of the caller's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_DATABASE_URL", "FLEET_SECRET"))}
+    env.update(
+        {
+            "FLEET_HOME": str(home),
+            "FLEET_REDIS_URL": redis_url,
+            "FLEET_TOPIC_PREFIX": f"{namespace}functions.",
+            "FLEET_RESULTS_TOPIC": f"{namespace}functions.results",
+            "FLEET_GROUP_PREFIX": f"{namespace}fleet-",
+            **extra,
+        }
+    )
+    return env
+
+
 async def _fleet_up(
     home: Path, env: dict[str, str], domains: tuple[str, ...] = ("ai",)
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
@@ -218,17 +235,7 @@ async def _cli(env: dict[str, str], *args: str) -> Any:
 async def test_fleet_up_runs_an_embedded_database_kept_between_runs(
     fleet_home: Path, redis_url: str, namespace: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "FLEET_DATABASE_URL"}
-    env.update(
-        {
-            "FLEET_HOME": str(fleet_home),
-            "FLEET_REDIS_URL": redis_url,
-            "FLEET_TOPIC_PREFIX": f"{namespace}functions.",
-            "FLEET_RESULTS_TOPIC": f"{namespace}functions.results",
-            "FLEET_GROUP_PREFIX": f"{namespace}fleet-",
-            "FLEET_LOG_LEVEL": "info",
-        }
-    )
+    env = fleet_env(fleet_home, redis_url, namespace, FLEET_LOG_LEVEL="info")
     process, state = await _fleet_up(fleet_home, env)
     try:
         assert state["database_url"].startswith("postgresql://")
